@@ -1,0 +1,102 @@
+"""The contract of an exported model: what it takes and gives, stored as metadata inside the file.
+
+Exporters write it (ONNX `metadata_props`, Core ML `user_defined_metadata`); the runtime and the
+web app read it back. It is the one place these facts are written down. Torch-free.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+
+from .errors import UserError
+
+PREFIX = "tn_export."
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelContract:
+    """What an exported generator expects and returns.
+
+    Texture models take unit Gaussian noise (N, noise_depth, H, W); style models take an RGB image
+    in [0, 1] (N, 3, H, W). Both return RGB (N, 3, H, W) in [0, 1]. H and W must be multiples of
+    `size_multiple` within [min_size, max_size].
+    """
+
+    mode: str  # "texture" | "style"
+    noise_depth: int = 3
+    size_multiple: int = 32
+    min_size: int = 64
+    max_size: int = 2048
+    padding: str = "circular"
+    norm: str = "batch"
+    input_name: str = ""
+    output_name: str = "image"
+    layout: str = "NCHW"
+    channel_order: str = "RGB"
+    input_range: str = ""
+    output_range: str = "[0, 1]"
+    name: str = "texture_network"
+    description: str = ""
+    tool_version: str = ""
+    training: dict = field(default_factory=dict)  # descriptor, exemplar, iterations, loss...
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("texture", "style"):
+            raise UserError(f"model mode must be 'texture' or 'style', not {self.mode!r}")
+        if not self.input_name:
+            object.__setattr__(self, "input_name", "noise" if self.mode == "texture" else "content")
+        if not self.input_range:
+            rng = "N(0, 1) noise" if self.mode == "texture" else "[0, 1]"
+            object.__setattr__(self, "input_range", rng)
+        if self.size_multiple < 1 or self.min_size < 1 or self.min_size > self.max_size:
+            raise UserError(
+                f"bad size bounds: multiple {self.size_multiple}, min {self.min_size}, "
+                f"max {self.max_size}; need 1 <= min <= max"
+            )
+        for bound in (self.min_size, self.max_size):
+            if bound % self.size_multiple:
+                raise UserError(
+                    f"size bound {bound} is not a multiple of {self.size_multiple}; "
+                    f"use e.g. {self.size_multiple * 2} or {self.size_multiple * 64}"
+                )
+
+    @property
+    def input_channels(self) -> int:
+        return self.noise_depth if self.mode == "texture" else 3
+
+    def to_metadata(self) -> dict[str, str]:
+        """Flat string key/values, as both ONNX and Core ML metadata require."""
+        return {
+            PREFIX + k: json.dumps(v) if isinstance(v, dict) else str(v)
+            for k, v in asdict(self).items()
+        }
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, str], source: str = "model") -> ModelContract:
+        """Read a contract back; a model without one (not ours) gets a clear error."""
+        values = {k.removeprefix(PREFIX): v for k, v in metadata.items() if k.startswith(PREFIX)}
+        if "mode" not in values:
+            raise UserError(
+                f"{source} has no tn-export metadata (not exported by tn-export?); "
+                "export it with tn-export"
+            )
+        kwargs: dict = {}
+        try:
+            for f in fields(cls):
+                if f.name not in values:
+                    continue
+                raw = values[f.name]
+                if f.name == "training":
+                    kwargs[f.name] = json.loads(raw)
+                elif f.type == "int":
+                    kwargs[f.name] = int(raw)
+                else:
+                    kwargs[f.name] = raw
+        except (ValueError, TypeError) as e:
+            raise UserError(f"{source} has malformed tn-export metadata ({e}); re-export it") from e
+        if kwargs.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
+            raise UserError(f"{source} was exported by a newer tn-export; upgrade tn-export")
+        return cls(**kwargs)

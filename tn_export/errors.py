@@ -1,0 +1,47 @@
+"""One exception type for bad input, and the wrapper that turns it into one line and exit status 2."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+
+
+class UserError(Exception):
+    """Bad input from the user: a one-line message that names the problem and the fix (exit 2)."""
+
+
+def cli_entry(prog: str) -> Callable[[Callable[[list[str] | None], int | None]], Callable]:
+    """Wrap a CLI main: UserError -> exit 2, any other failure -> exit 1, one line on stderr.
+
+    `--debug` anywhere on the command line re-raises, so the traceback is shown.
+    """
+
+    def wrap(main: Callable[[list[str] | None], int | None]) -> Callable:
+        @functools.wraps(main)
+        def run(argv: list[str] | None = None) -> int:
+            args = sys.argv[1:] if argv is None else argv
+            debug = "--debug" in args
+            try:
+                return main(args) or 0
+            except UserError as e:
+                if debug:
+                    raise
+                print(f"{prog}: error: {e}", file=sys.stderr)
+                return 2
+            except KeyboardInterrupt:
+                print(f"{prog}: interrupted", file=sys.stderr)
+                return 130
+            except Exception as e:  # noqa: BLE001 - the CLI's last line of defence
+                if debug:
+                    raise
+                first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+                print(
+                    f"{prog}: failed: {type(e).__name__}: {first} (rerun with --debug for details)",
+                    file=sys.stderr,
+                )
+                return 1
+
+        return run
+
+    return wrap

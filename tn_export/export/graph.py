@@ -1,0 +1,40 @@
+"""What every exporter traces: the generator with its output clamped to the contract's [0, 1]."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..contract import ModelContract
+from ..generator import PyramidGenerator
+
+
+class Deployable(nn.Module):
+    """The eval-mode generator plus the final clamp, so every backend returns valid RGB."""
+
+    def __init__(self, generator: PyramidGenerator) -> None:
+        super().__init__()
+        self.generator = generator.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.generator(x).clamp(0.0, 1.0)
+
+
+def example_input(contract: ModelContract, height: int, width: int, seed: int = 0) -> torch.Tensor:
+    """A valid input at the given size: noise for texture models, a smooth image for style."""
+    g = torch.Generator().manual_seed(seed)
+    if contract.mode == "texture":
+        return torch.randn(1, contract.noise_depth, height, width, generator=g)
+    low = torch.rand(1, 3, max(height // 16, 1), max(width // 16, 1), generator=g)
+    return torch.nn.functional.interpolate(low, size=(height, width), mode="bilinear")
+
+
+def dynamic_shapes(contract: ModelContract, dynamic_batch: bool) -> dict:
+    """torch.export dims: H and W are multiples of size_multiple within the contract's bounds."""
+    m = contract.size_multiple
+    h = m * torch.export.Dim("h", min=contract.min_size // m, max=contract.max_size // m)
+    w = m * torch.export.Dim("w", min=contract.min_size // m, max=contract.max_size // m)
+    spec = {2: h, 3: w}
+    if dynamic_batch:
+        spec[0] = torch.export.Dim("batch", min=1, max=64)
+    return {"x": spec}

@@ -1,0 +1,43 @@
+"""ONNX export with torch.export (dynamo): one self-contained file, symbolic batch / height / width."""
+
+from __future__ import annotations
+
+import os
+
+import onnx
+import torch
+
+from ..contract import ModelContract
+from ..generator import PyramidGenerator
+from .graph import Deployable, dynamic_shapes, example_input
+
+OPSET = 20
+
+
+def export_onnx(
+    generator: PyramidGenerator,
+    path: str | os.PathLike,
+    contract: ModelContract,
+    dynamic_batch: bool = True,
+) -> None:
+    """Write `path` (fp32) with the contract in `metadata_props`; checker-validated."""
+    model = Deployable(generator)
+    x = example_input(contract, contract.min_size * 2, contract.min_size * 2)
+    program = torch.onnx.export(
+        model,
+        (x,),
+        dynamo=True,
+        external_data=False,
+        opset_version=OPSET,
+        input_names=[contract.input_name],
+        output_names=[contract.output_name],
+        dynamic_shapes=dynamic_shapes(contract, dynamic_batch),
+        optimize=True,
+        verbose=False,
+    )
+    proto = program.model_proto
+    for key, value in contract.to_metadata().items():
+        proto.metadata_props.add(key=key, value=value)
+    proto.doc_string = contract.description
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.save_model(proto, os.fspath(path))

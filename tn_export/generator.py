@@ -1,0 +1,174 @@
+"""The multi-scale generator of Texture Networks (Ulyanov et al., 2016), as released in pyramid.lua."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+Mode = Literal["texture", "style"]
+Norm = Literal["batch", "instance"]
+Padding = Literal["circular", "reflect", "zero"]
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """Everything needed to rebuild a generator; stored in checkpoints and export metadata."""
+
+    mode: Mode = "texture"
+    scales: int = 6
+    channels: int = 8
+    noise_depth: int = 3
+    norm: Norm = "batch"
+    padding: Padding = "circular"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def size_multiple(self) -> int:
+        """H and W must be divisible by the coarsest pooling ratio."""
+        return 2 ** (self.scales - 1)
+
+    @property
+    def input_channels(self) -> int:
+        return self.noise_depth if self.mode == "texture" else 3
+
+
+class CircularPad(nn.Module):
+    """Wrap-around padding by one pixel, built from slices and concatenation.
+
+    Neither Core ML's pad op nor every ONNX runtime has a circular mode, while slice and concat
+    export everywhere; wrap-around is what makes generated textures tile seamlessly.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([x[:, :, -1:, :], x, x[:, :, :1, :]], dim=2)
+        return torch.cat([x[:, :, :, -1:], x, x[:, :, :, :1]], dim=3)
+
+
+def _norm(kind: Norm, channels: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    # Improved Texture Networks: per-sample statistics with a learned affine transform.
+    return nn.InstanceNorm2d(channels, affine=True)
+
+
+def _conv(cin: int, cout: int, kernel: int, padding: Padding) -> list[nn.Module]:
+    if kernel == 1:
+        return [nn.Conv2d(cin, cout, 1)]
+    if padding == "zero":
+        return [nn.Conv2d(cin, cout, kernel, padding=kernel // 2)]
+    pad = CircularPad() if padding == "circular" else nn.ReflectionPad2d(kernel // 2)
+    return [pad, nn.Conv2d(cin, cout, kernel)]
+
+
+def conv_block(cin: int, cout: int, norm: Norm, padding: Padding) -> nn.Sequential:
+    """conv3x3 -> norm -> LeakyReLU, conv3x3 -> norm -> LeakyReLU, conv1x1 -> norm -> LeakyReLU."""
+    layers: list[nn.Module] = []
+    for i, kernel in enumerate((3, 3, 1)):
+        layers += _conv(cin if i == 0 else cout, cout, kernel, padding)
+        layers += [_norm(norm, cout), nn.LeakyReLU(0.01)]
+    return nn.Sequential(*layers)
+
+
+class Join(nn.Module):
+    """Upsample the coarser path x2, normalise both branches, concatenate, convolve."""
+
+    def __init__(self, coarse: int, fine: int, norm: Norm, padding: Padding) -> None:
+        super().__init__()
+        self.coarse_norm = _norm(norm, coarse)
+        self.fine_norm = _norm(norm, fine)
+        self.block = conv_block(coarse + fine, coarse + fine, norm, padding)
+
+    def forward(self, coarse: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
+        up = F.interpolate(coarse, scale_factor=2.0, mode="nearest")
+        return self.block(torch.cat([self.coarse_norm(up), self.fine_norm(fine)], dim=1))
+
+
+class PyramidGenerator(nn.Module):
+    """Texture Networks' pyramid: one full-resolution input, pooled by 2**(scales-1) .. 1 inside.
+
+    Texture mode takes unit Gaussian noise (N, noise_depth, H, W). Style mode takes an RGB image
+    in [0, 1] (N, 3, H, W) and appends noise channels to every scale: fresh N(0, 1) noise while
+    training, zeros in eval mode, so an exported style model is deterministic. The output is RGB,
+    nominally in [0, 1] (not clamped: the descriptor sees the raw values while training).
+    """
+
+    def __init__(
+        self,
+        mode: Mode = "texture",
+        scales: int = 6,
+        channels: int = 8,
+        noise_depth: int = 3,
+        norm: Norm = "batch",
+        padding: Padding = "circular",
+    ) -> None:
+        super().__init__()
+        if mode not in ("texture", "style"):
+            raise ValueError(f"mode must be 'texture' or 'style', not {mode!r}")
+        if norm not in ("batch", "instance"):
+            raise ValueError(f"norm must be 'batch' or 'instance', not {norm!r}")
+        if padding not in ("circular", "reflect", "zero"):
+            raise ValueError(f"padding must be 'circular', 'reflect' or 'zero', not {padding!r}")
+        if scales < 1 or channels < 1 or noise_depth < 1:
+            raise ValueError("scales, channels and noise_depth must be positive")
+        self.config = GeneratorConfig(mode, scales, channels, noise_depth, norm, padding)
+        scale_in = noise_depth if mode == "texture" else 3 + noise_depth
+        self.branches = nn.ModuleList(
+            conv_block(scale_in, channels, norm, padding) for _ in range(scales)
+        )
+        self.joins = nn.ModuleList(
+            Join(channels * i, channels, norm, padding) for i in range(1, scales)
+        )
+        self.to_rgb = nn.Conv2d(channels * scales, 3, 1)
+
+    @classmethod
+    def from_config(cls, config: GeneratorConfig | dict) -> PyramidGenerator:
+        return cls(**(config.as_dict() if isinstance(config, GeneratorConfig) else config))
+
+    @property
+    def ratios(self) -> list[int]:
+        """Pooling ratios, coarsest first (32, 16, 8, 4, 2, 1 for six scales)."""
+        return [2**i for i in reversed(range(self.config.scales))]
+
+    def check_size(self, height: int, width: int) -> None:
+        m = self.config.size_multiple
+        if height % m or width % m or height < m or width < m:
+            raise ValueError(
+                f"input size {height}x{width} (HxW) is not supported: height and width must be "
+                f"positive multiples of {m} (e.g. {m * 8}x{m * 8} or {m * 16}x{m * 12})"
+            )
+
+    def _scale_input(self, x: torch.Tensor, ratio: int) -> torch.Tensor:
+        if self.config.mode == "texture":
+            # Averaging r*r independent N(0,1) values divides the std by r; multiplying by r gives
+            # every scale unit-variance noise, as upstream's per-scale GenNoise did.
+            return F.avg_pool2d(x, ratio) * ratio if ratio > 1 else x
+        image = F.avg_pool2d(x, ratio) if ratio > 1 else x
+        n, _, h, w = image.shape
+        shape = (n, self.config.noise_depth, h, w)
+        if self.training:
+            noise = torch.randn(shape, device=x.device, dtype=x.dtype)
+        else:
+            noise = image.new_zeros(shape)
+        return torch.cat([image, noise], dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        expected = self.config.input_channels
+        if x.dim() != 4 or x.shape[1] != expected:
+            raise ValueError(f"expected input of shape (N, {expected}, H, W), got {tuple(x.shape)}")
+        self.check_size(x.shape[2], x.shape[3])
+        out = self.branches[0](self._scale_input(x, self.ratios[0]))
+        for ratio, branch, join in zip(self.ratios[1:], self.branches[1:], self.joins):
+            out = join(out, branch(self._scale_input(x, ratio)))
+        return self.to_rgb(out)
+
+    def sample_input(
+        self, batch: int, height: int, width: int, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """A texture-mode input: unit Gaussian noise of the right shape."""
+        return torch.randn(batch, self.config.noise_depth, height, width, generator=generator)

@@ -1,0 +1,61 @@
+"""Losses of Texture Networks (Gram statistics, content) and Improved Texture Networks (diversity)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch.nn import functional as F
+
+
+def gram_matrix(features: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> (N, C, C) channel correlations, normalised by C*H*W so sizes compare."""
+    n, c, h, w = features.shape
+    f = features.reshape(n, c, h * w)
+    return f @ f.transpose(1, 2) / (c * h * w)
+
+
+def texture_loss(
+    features: Mapping[str, torch.Tensor],
+    target_grams: Mapping[str, torch.Tensor],
+    layers: Sequence[str],
+) -> torch.Tensor:
+    """Sum over layers of the mean squared difference between Gram matrices, each divided by the
+    mean square of its target Gram. `target_grams[layer]` is (C, C) or (1, C, C).
+
+    VGG's Gram magnitudes differ by four orders between relu2_1 and relu5_1; without the division
+    two layers would decide everything. Upstream balanced them by normalising each layer's
+    gradient; this relative error does the same job and keeps the loss comparable across textures
+    (about 1 per layer for an unrelated image).
+    """
+    total = features[layers[0]].new_zeros(())
+    for layer in layers:
+        g = gram_matrix(features[layer])
+        t = target_grams[layer]
+        total = total + (g - t.expand_as(g)).pow(2).mean() / t.pow(2).mean()
+    return total
+
+
+def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of activations at the content layer (relu4_2 by default)."""
+    return F.mse_loss(features, target)
+
+
+def tv_loss(image: torch.Tensor) -> torch.Tensor:
+    """Total variation: mean squared difference between neighbouring pixels."""
+    dh = image[:, :, 1:, :] - image[:, :, :-1, :]
+    dw = image[:, :, :, 1:] - image[:, :, :, :-1]
+    return dh.pow(2).mean() + dw.pow(2).mean()
+
+
+def diversity_loss(features: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Improved Texture Networks: minus the mean log distance from each sample of a batch to its
+    nearest neighbour in descriptor space. Minimising it pushes samples apart (batch >= 2)."""
+    n = features.shape[0]
+    if n < 2:
+        raise ValueError("diversity_loss needs a batch of at least 2 samples")
+    flat = features.reshape(n, -1)
+    dist = torch.cdist(flat, flat) / flat.shape[1] ** 0.5
+    # Mask each sample's distance to itself so the minimum is over the others.
+    self_mask = torch.eye(n, device=dist.device, dtype=dist.dtype) * (dist.max().detach() + 1)
+    return -torch.log((dist + self_mask).min(dim=1).values + eps).mean()

@@ -1,0 +1,80 @@
+"""tn-train: train a texture (noise -> texture) or style (content + noise -> stylized) generator."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tn_export.atomic import check_writable_dir
+from tn_export.descriptor import CONTENT_LAYER
+from tn_export.errors import cli_entry
+from tn_export.images import load_image
+
+from .train import TrainConfig, TrainingError, train
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tn-train", description=__doc__)
+    sub = parser.add_subparsers(dest="mode", required=True)
+    texture = sub.add_parser("texture", help="noise -> texture")
+    texture.add_argument("--texture", required=True, type=Path, help="the texture image")
+    style = sub.add_parser("style", help="content image + noise -> stylized image")
+    style.add_argument("--style", required=True, type=Path, help="the style image")
+    style.add_argument("--content", required=True, nargs="+", help="content images or folders")
+    d = TrainConfig.__dataclass_fields__
+    for p in (texture, style):
+        p.add_argument("-o", "--out", required=True, type=Path, help="run folder")
+        p.add_argument("--image-size", type=int, default=d["image_size"].default)
+        p.add_argument("--batch-size", type=int, default=d["batch_size"].default)
+        p.add_argument("--iterations", type=int, default=d["iterations"].default)
+        p.add_argument("--lr", type=float, default=d["lr"].default)
+        p.add_argument("--lr-decay", type=float, default=d["lr_decay"].default)
+        p.add_argument("--lr-step", type=int, default=d["lr_step"].default)
+        p.add_argument("--layers", help="comma-separated, e.g. relu1_1,relu2_1,relu3_1")
+        p.add_argument("--content-layer", default=CONTENT_LAYER)
+        p.add_argument("--style-weight", type=float, default=d["style_weight"].default)
+        p.add_argument("--content-weight", type=float, default=d["content_weight"].default)
+        p.add_argument("--tv-weight", type=float, default=d["tv_weight"].default)
+        p.add_argument("--diversity-weight", type=float, default=d["diversity_weight"].default)
+        p.add_argument("--norm", choices=["batch", "instance"], default="batch")
+        p.add_argument("--padding", choices=["circular", "reflect", "zero"],
+                       default="circular" if p is texture else "reflect")
+        p.add_argument("--descriptor", choices=["vgg19", "vgg16", "random"], default="vgg19")
+        p.add_argument("--descriptor-weights", help="torchvision-layout VGG state dict")
+        p.add_argument("--descriptor-precision", choices=["fp32", "bf16"], default="fp32",
+                       help="bf16 autocasts the descriptor (about 2x faster on AMX CPUs)")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+        p.add_argument("--checkpoint-every", type=int, default=d["checkpoint_every"].default)
+        p.add_argument("--sample-every", type=int, default=d["sample_every"].default)
+        p.add_argument("--resume", action="store_true", help="continue from OUT/model.pt")
+        p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return parser
+
+
+@cli_entry("tn-train")
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    exemplar = args.texture if args.mode == "texture" else args.style
+    load_image(exemplar)  # a bad exemplar fails here, before any model is built
+    check_writable_dir(args.out)
+    cfg = TrainConfig(
+        mode=args.mode, exemplar=exemplar, out=args.out,
+        content=args.content if args.mode == "style" else [],
+        image_size=args.image_size, batch_size=args.batch_size, iterations=args.iterations,
+        lr=args.lr, lr_decay=args.lr_decay, lr_step=args.lr_step,
+        layers=tuple(args.layers.split(",")) if args.layers else None,
+        content_layer=args.content_layer, style_weight=args.style_weight,
+        content_weight=args.content_weight, tv_weight=args.tv_weight,
+        diversity_weight=args.diversity_weight, norm=args.norm, padding=args.padding,
+        descriptor=args.descriptor, descriptor_weights=args.descriptor_weights,
+        descriptor_precision=args.descriptor_precision, seed=args.seed, device=args.device,
+        checkpoint_every=args.checkpoint_every, sample_every=args.sample_every, resume=args.resume,
+    )
+    try:
+        path = train(cfg)
+    except TrainingError as e:
+        print(f"tn-train: failed: {e}")
+        return 1
+    print(f"tn-train: wrote {path}")
+    return 0

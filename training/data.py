@@ -1,0 +1,70 @@
+"""Training data: the texture/style exemplar and random square crops of content photos."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+from tn_export.errors import UserError
+from tn_export.images import image_files, load_image, to_array
+
+MIN_EXEMPLAR = 64  # VGG pools four times before relu5_1: smaller exemplars leave ~nothing there
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def load_tensor(path: Path) -> torch.Tensor:
+    """An image file as a (1, 3, H, W) float tensor in [0, 1]."""
+    return torch.from_numpy(to_array(load_image(path))).unsqueeze(0)
+
+
+def load_exemplar(path: Path) -> torch.Tensor:
+    """The texture or style image, at its own size (Gram statistics do not depend on size)."""
+    image = load_tensor(path)
+    if min(image.shape[-2:]) < MIN_EXEMPLAR:
+        h, w = image.shape[-2:]
+        raise UserError(
+            f"image {path} is {w}x{h}, smaller than {MIN_EXEMPLAR} px on a side; "
+            "use a larger texture or style image"
+        )
+    return image
+
+
+class ContentCrops:
+    """Random image_size x image_size crops of content photos, resized so the shorter side fits.
+
+    All randomness comes from torch's global generator, so a resumed run draws the same crops.
+    """
+
+    def __init__(self, paths: list[str], image_size: int) -> None:
+        self.files = image_files(paths)
+        if not self.files:
+            raise UserError(f"no content images in {', '.join(paths)}; pass image files or a folder")
+        self.image_size = image_size
+        for f in self.files:  # fail at start, not at iteration 900
+            image = load_image(f)
+            if min(image.size) < image_size:
+                raise UserError(
+                    f"content image {f} is {image.size[0]}x{image.size[1]}, smaller than "
+                    f"--image-size {image_size}; remove it or lower --image-size"
+                )
+
+    def crop(self, path: Path) -> torch.Tensor:
+        image = load_tensor(path)
+        h, w = image.shape[-2:]
+        s = self.image_size / min(h, w)
+        image = F.interpolate(image, size=(round(h * s), round(w * s)), mode="bilinear",
+                              antialias=True, align_corners=False)
+        h, w = image.shape[-2:]
+        top = int(torch.randint(0, h - self.image_size + 1, ()))
+        left = int(torch.randint(0, w - self.image_size + 1, ()))
+        return image[:, :, top : top + self.image_size, left : left + self.image_size]
+
+    def batch(self, size: int) -> torch.Tensor:
+        idx = torch.randint(0, len(self.files), (size,))
+        return torch.cat([self.crop(self.files[i]) for i in idx.tolist()]).clamp(0, 1)

@@ -1,0 +1,195 @@
+"""The training loop of Texture Networks: a generator learns to match a descriptor's Gram statistics."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from tn_export.checkpoint import load_checkpoint, save_checkpoint
+from tn_export.descriptor import CONTENT_LAYER, STYLE_LAYERS, TEXTURE_LAYERS, load_descriptor
+from tn_export.errors import UserError
+from tn_export.generator import PyramidGenerator
+from tn_export.images import from_array, save_image
+from tn_export.losses import content_loss, diversity_loss, gram_matrix, texture_loss, tv_loss
+
+from .data import ContentCrops, load_exemplar, sha256
+
+
+class TrainingError(RuntimeError):
+    """The run failed while working (e.g. the loss diverged); the last good checkpoint stays."""
+
+
+@dataclass
+class TrainConfig:
+    """One tn-train run. Defaults are upstream texture_nets v1's (Adam, lr 0.1, x0.8 / 300 it)."""
+
+    mode: str  # "texture" | "style"
+    exemplar: Path  # the texture (texture mode) or style image (style mode)
+    out: Path
+    content: list[str] = field(default_factory=list)
+    image_size: int = 256
+    batch_size: int = 16
+    iterations: int = 1500
+    lr: float = 0.1
+    lr_decay: float = 0.8
+    lr_step: int = 300
+    layers: tuple[str, ...] | None = None  # None: TEXTURE_LAYERS or STYLE_LAYERS by mode
+    content_layer: str = CONTENT_LAYER
+    style_weight: float = 1.0
+    content_weight: float = 1.0
+    tv_weight: float = 0.0
+    diversity_weight: float = 0.0
+    norm: str = "batch"
+    padding: str = "circular"
+    descriptor: str = "vgg19"
+    descriptor_weights: str | None = None
+    descriptor_precision: str = "fp32"  # "bf16": autocast the descriptor (CPU AMX / GPU)
+    seed: int = 0
+    device: str = "cpu"
+    checkpoint_every: int = 100
+    sample_every: int = 100
+    log_every: int = 10
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        if self.layers is None:
+            self.layers = TEXTURE_LAYERS if self.mode == "texture" else STYLE_LAYERS
+        for name in ("image_size", "batch_size", "iterations", "lr_step", "checkpoint_every",
+                     "sample_every", "log_every"):
+            if getattr(self, name) <= 0:
+                raise UserError(f"--{name.replace('_', '-')} must be positive")
+        if self.image_size % 32:
+            raise UserError(
+                f"--image-size {self.image_size} is not a multiple of 32; use e.g. 128, 256 or 512"
+            )
+        if self.diversity_weight and self.batch_size < 2:
+            raise UserError("--diversity-weight needs --batch-size of at least 2")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise UserError("--device cuda asked for, but no CUDA GPU is available; use --device cpu")
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Run (or resume) training; returns the path of the final checkpoint."""
+    torch.manual_seed(cfg.seed)
+    exemplar = load_exemplar(cfg.exemplar).to(cfg.device)
+    crops = ContentCrops(cfg.content, cfg.image_size) if cfg.mode == "style" else None
+    needs = list(cfg.layers) + ([cfg.content_layer] if crops else [])
+    descriptor = load_descriptor(cfg.descriptor, needs, cfg.descriptor_weights).to(cfg.device)
+    autocast = (
+        torch.autocast(cfg.device, dtype=torch.bfloat16)
+        if cfg.descriptor_precision == "bf16" else nullcontext()
+    )
+
+    def describe(images: torch.Tensor) -> dict[str, torch.Tensor]:
+        with autocast:
+            return {k: v.float() for k, v in descriptor(images).items()}
+
+    with torch.no_grad():
+        targets = {k: gram_matrix(v) for k, v in describe(exemplar).items() if k in cfg.layers}
+
+    generator = PyramidGenerator(cfg.mode, norm=cfg.norm, padding=cfg.padding).to(cfg.device)
+    optimizer = torch.optim.Adam(generator.parameters(), lr=cfg.lr)
+    schedule = torch.optim.lr_scheduler.StepLR(optimizer, cfg.lr_step, gamma=cfg.lr_decay)
+    ckpt_path, start = cfg.out / "model.pt", 0
+    if cfg.resume:
+        start = _resume(ckpt_path, generator, optimizer, schedule)
+    metadata = {
+        "mode": cfg.mode, "descriptor": cfg.descriptor, "layers": list(cfg.layers),
+        "exemplar": cfg.exemplar.name, "exemplar_sha256": sha256(cfg.exemplar),
+        "train_config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
+    }
+
+    def save(iteration: int, loss: float) -> None:
+        state = {"iteration": iteration, "optimizer": optimizer.state_dict(),
+                 "schedule": schedule.state_dict(), "rng": torch.get_rng_state()}
+        save_checkpoint(ckpt_path, generator, {**metadata, "iteration": iteration, "loss": loss},
+                        state)
+
+    generator.train()
+    loss_value, done, log = math.nan, start, open(cfg.out / "log.jsonl", "a")
+    bar = tqdm(range(start + 1, cfg.iterations + 1), initial=start, total=cfg.iterations,
+               desc=f"tn-train {cfg.mode}", dynamic_ncols=True)
+    t0 = time.perf_counter()
+    try:
+        for it in bar:
+            if crops is None:
+                x = generator.sample_input(cfg.batch_size, cfg.image_size, cfg.image_size)
+            else:
+                x = crops.batch(cfg.batch_size)
+            x = x.to(cfg.device)
+            out = generator(x)
+            feats = describe(out)
+            terms = {"texture": cfg.style_weight * texture_loss(feats, targets, cfg.layers)}
+            if crops is not None:
+                with torch.no_grad():
+                    target = describe(x)[cfg.content_layer]
+                terms["content"] = cfg.content_weight * content_loss(feats[cfg.content_layer], target)
+            if cfg.tv_weight:
+                terms["tv"] = cfg.tv_weight * tv_loss(out)
+            if cfg.diversity_weight:
+                terms["diversity"] = cfg.diversity_weight * diversity_loss(feats[cfg.layers[-1]])
+            loss = sum(terms.values())
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"loss became {loss.item()} at iteration {it}; the last good checkpoint "
+                    f"{ckpt_path} is kept: lower --lr (now {cfg.lr}) and --resume"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            loss_value = loss.item()
+            bar.set_postfix(loss=f"{loss_value:.4g}")
+            if it % cfg.log_every == 0 or it == cfg.iterations:
+                row = {"iteration": it, "loss": loss_value, "lr": schedule.get_last_lr()[0],
+                       "seconds": round(time.perf_counter() - t0, 3),
+                       **{k: v.item() for k, v in terms.items()}}
+                log.write(json.dumps(row) + "\n")
+                log.flush()
+            if it % cfg.sample_every == 0 or it == cfg.iterations:
+                _save_sample(generator, x, cfg.out / "samples" / f"iter_{it:06d}.png")
+            if it % cfg.checkpoint_every == 0 or it == cfg.iterations:
+                save(it, loss_value)
+            done = it
+    except KeyboardInterrupt:
+        # Ctrl-C: keep what was learnt up to the last finished iteration, then stop.
+        if done > start:
+            save(done, loss_value)
+        raise
+    finally:
+        bar.close()
+        log.close()
+    return ckpt_path
+
+
+def _resume(path: Path, generator, optimizer, schedule) -> int:
+    if not path.exists():
+        raise UserError(f"--resume: there is no checkpoint {path} yet; run without --resume")
+    ckpt = load_checkpoint(path)
+    if ckpt.config != generator.config:
+        raise UserError(f"--resume: {path} was trained with {ckpt.config}, not {generator.config}")
+    if not ckpt.training_state:
+        raise UserError(f"--resume: {path} holds no optimizer state; start a new run")
+    generator.load_state_dict(ckpt.generator.state_dict())
+    optimizer.load_state_dict(ckpt.training_state["optimizer"])
+    schedule.load_state_dict(ckpt.training_state["schedule"])
+    torch.set_rng_state(ckpt.training_state["rng"])
+    return int(ckpt.training_state["iteration"])
+
+
+@torch.no_grad()
+def _save_sample(generator: PyramidGenerator, x: torch.Tensor, path: Path) -> None:
+    """Save one eval-mode output of the current batch's first input (keeps the RNG untouched)."""
+    was_training = generator.training
+    generator.eval()
+    image = generator(x[:1]).squeeze(0).float().cpu().numpy()
+    generator.train(was_training)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(from_array(image), path)
