@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 from torch import nn
 
@@ -38,3 +40,15 @@ def dynamic_shapes(contract: ModelContract, dynamic_batch: bool) -> dict:
     if dynamic_batch:
         spec[0] = torch.export.Dim("batch", min=1, max=64)
     return {"x": spec}
+
+
+@dataclass
+class Validation:
+    """The outcome of checking an exported artifact against PyTorch, one row of tn-export's table.
+
+    `ok` is None when the numbers could not be checked ("not verified"), which is never a pass.
+    """
+
+    ok: bool | None
+    summary: str
+    details: dict = field(default_factory=dict)

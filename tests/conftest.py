@@ -1,0 +1,33 @@
+"""Shared fixtures: where ../shared is, the real VGG-16 weights, and a clean onnxruntime cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("TN_SHARED", REPO.parent / "shared")).resolve()
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """../shared (or $TN_SHARED): real images, VGG-16 weights, the paper's models. Never copied."""
+    if not SHARED.is_dir():
+        pytest.skip(f"shared data folder {SHARED} is absent (set TN_SHARED to ../shared)")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def vgg16_weights(shared_dir: Path) -> Path:
+    path = shared_dir / "descriptors" / "vgg16_imagenet_features.pth"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent: the real VGG-16 weights are needed for this quality test")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    # onnxruntime writes a device id under ~/.cache; keep tests out of the home directory.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "xdg-cache"))
