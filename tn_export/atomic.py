@@ -17,7 +17,9 @@ def check_writable_dir(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise UserError(f"cannot create output folder {path}: {e.strerror}; choose another -o") from e
+        raise UserError(
+            f"cannot create output folder {path}: {e.strerror}; choose another -o"
+        ) from e
     if not os.access(path, os.W_OK | os.X_OK):
         raise UserError(f"output folder {path} is not writable; choose another -o")
 

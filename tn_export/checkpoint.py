@@ -1,8 +1,9 @@
-"""Checkpoints: generator weights + config + metadata, written atomically, read without unpickling code."""
+"""Checkpoints: weights, config and metadata, written atomically, read without running code."""
 
 from __future__ import annotations
 
 import os
+import pickle
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ DEFAULT_MODEL = Path(__file__).parent / "models" / "red_peppers.pt"
 
 @dataclass
 class Checkpoint:
-    """A loaded checkpoint. `training_state` (optimizer, RNG, iteration) is only used by --resume."""
+    """A loaded checkpoint; `training_state` (optimizer, RNG, iteration) serves --resume only."""
 
     generator: PyramidGenerator
     metadata: dict = field(default_factory=dict)
@@ -33,7 +34,12 @@ class Checkpoint:
 
 
 def library_versions() -> dict[str, str]:
-    return {"tn_export": __version__, "torch": torch.__version__, "python": platform.python_version()}
+    # str(): torch.__version__ is a str subclass that weights_only loading would refuse.
+    return {
+        "tn_export": __version__,
+        "torch": str(torch.__version__),
+        "python": platform.python_version(),
+    }
 
 
 def save_checkpoint(
@@ -66,10 +72,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> Check
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - any load failure means a bad or unsafe file
-        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        unsafe = isinstance(e, pickle.UnpicklingError) and "Weights only load" in str(e)
+        reason = "it holds Python objects that could run code" if unsafe else type(e).__name__
         raise UserError(
             f"checkpoint {path} is not a readable tn-export checkpoint ({reason}); "
-            "it may be truncated, not a checkpoint, or unsafe to unpickle; retrain or re-download it"
+            "it may be truncated, not a checkpoint, or unsafe to load; retrain or re-download it"
         ) from e
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"checkpoint {path} was not written by tn-train; pass a tn-train model.pt")

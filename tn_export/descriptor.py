@@ -90,7 +90,7 @@ class VGGDescriptor(nn.Module):
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         x = (image - self.mean) / self.std
         out = {}
-        for name, module in zip(self.names, self.features):
+        for name, module in zip(self.names, self.features, strict=True):
             x = module(x)
             if name in self.layers:
                 out[name] = x
@@ -117,7 +117,9 @@ def _torchvision_state_dict(name: str) -> dict[str, torch.Tensor]:
     try:
         return weights.get_state_dict(progress=False, check_hash=not cached.exists())
     except Exception as e:  # noqa: BLE001 - any download failure means "not available"
-        raise _no_weights_error(name, f"torchvision has none cached and download failed: {e}")
+        raise _no_weights_error(
+            name, f"torchvision has none cached and download failed: {e}"
+        ) from e
     finally:
         socket.setdefaulttimeout(previous)
 
@@ -164,7 +166,9 @@ def load_descriptor(
         state = _torchvision_state_dict(name)
         origin = f"torchvision {name} ImageNet weights"
     # Accept both `vgg.state_dict()` ("features.0.weight") and `vgg.features.state_dict()`.
-    state = {k.removeprefix("features."): v for k, v in state.items() if not k.startswith("classifier")}
+    state = {
+        k.removeprefix("features."): v for k, v in state.items() if not k.startswith("classifier")
+    }
     wanted = model.features.state_dict()
     missing = [k for k in wanted if k not in state]
     wrong = [k for k in wanted if k in state and state[k].shape != wanted[k].shape]

@@ -1,4 +1,4 @@
-"""One exception type for bad input, and the wrapper that turns it into one line and exit status 2."""
+"""One exception type for bad input, and the wrapper that turns it into one line and exit 2."""
 
 from __future__ import annotations
 

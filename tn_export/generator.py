@@ -1,4 +1,4 @@
-"""The multi-scale generator of Texture Networks (Ulyanov et al., 2016), as released in pyramid.lua."""
+"""The multi-scale generator of Texture Networks (Ulyanov et al., 2016), as in pyramid.lua."""
 
 from __future__ import annotations
 
@@ -163,7 +163,7 @@ class PyramidGenerator(nn.Module):
             raise ValueError(f"expected input of shape (N, {expected}, H, W), got {tuple(x.shape)}")
         self.check_size(x.shape[2], x.shape[3])
         out = self.branches[0](self._scale_input(x, self.ratios[0]))
-        for ratio, branch, join in zip(self.ratios[1:], self.branches[1:], self.joins):
+        for ratio, branch, join in zip(self.ratios[1:], self.branches[1:], self.joins, strict=True):
             out = join(out, branch(self._scale_input(x, ratio)))
         return self.to_rgb(out)
 

@@ -1,4 +1,4 @@
-"""Losses of Texture Networks (Gram statistics, content) and Improved Texture Networks (diversity)."""
+"""Losses of Texture Networks (Gram, content) and Improved Texture Networks (diversity)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""ONNX export with torch.export (dynamo): one self-contained file, symbolic batch / height / width."""
+"""ONNX export via torch.export (dynamo): one self-contained file, symbolic batch, height, width."""
 
 from __future__ import annotations
 

@@ -1,0 +1,173 @@
+"""tn-train: the loss goes down, checkpoints resume exactly, bad input fails before any work."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import training.train as train_module
+from tn_export.checkpoint import DEFAULT_MODEL, load_checkpoint
+from tn_export.descriptor import TEXTURE_LAYERS, load_descriptor
+from tn_export.losses import gram_matrix, texture_loss
+from training.cli import main
+
+
+@pytest.fixture(scope="module")
+def texture(tmp_path_factory) -> Path:
+    """A small striped texture: easy for a generator to approach in a few iterations."""
+    y, x = np.mgrid[0:96, 0:96]
+    stripes = (np.sin(x / 3.0) * 0.5 + 0.5)[..., None] * np.array([1.0, 0.4, 0.1])
+    path = tmp_path_factory.mktemp("tex") / "stripes.png"
+    Image.fromarray((stripes * 255).astype(np.uint8)).save(path)
+    return path
+
+
+def fast(*extra: str) -> list[str]:
+    return ["--descriptor", "random", "--image-size", "64", "--batch-size", "2", *extra]
+
+
+def losses(run: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def test_a_short_texture_run_lowers_the_loss_and_writes_everything(texture, tmp_path):
+    run = tmp_path / "run"
+    args = ["texture", "--texture", str(texture), "-o", str(run)]
+    assert main([*args, *fast("--iterations", "40", "--sample-every", "20")]) == 0
+    curve = losses(run)
+    assert len(curve) == 4 and np.mean(curve[-2:]) < 0.7 * curve[0]
+    assert sorted(p.name for p in (run / "samples").iterdir()) == [
+        "iter_000020.png",
+        "iter_000040.png",
+    ]
+    ckpt = load_checkpoint(run / "model.pt")
+    assert ckpt.metadata["iteration"] == 40 and ckpt.metadata["mode"] == "texture"
+    assert len(ckpt.metadata["exemplar_sha256"]) == 64
+
+
+def test_style_run(texture, tmp_path):
+    content = tmp_path / "content"
+    content.mkdir()
+    for i in range(2):
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (80, 72, 3), np.uint8)).save(
+            content / f"photo{i}.jpg"
+        )
+    run = tmp_path / "style"
+    args = ["style", "--style", str(texture), "--content", str(content), "-o", str(run)]
+    assert main([*args, *fast("--iterations", "4")]) == 0
+    ckpt = load_checkpoint(run / "model.pt")
+    assert ckpt.config.mode == "style" and ckpt.config.padding == "reflect"
+    assert {"texture", "content"} <= set(
+        json.loads((run / "log.jsonl").read_text().splitlines()[0])
+    )
+
+
+def test_interrupted_and_resumed_equals_uninterrupted(texture, tmp_path):
+    base = [
+        "texture",
+        "--texture",
+        str(texture),
+        *fast("--lr-step", "3", "--checkpoint-every", "3"),
+    ]
+    assert main([*base, "-o", str(tmp_path / "straight"), "--iterations", "6"]) == 0
+    assert main([*base, "-o", str(tmp_path / "split"), "--iterations", "3"]) == 0
+    assert main([*base, "-o", str(tmp_path / "split"), "--iterations", "6", "--resume"]) == 0
+    a = load_checkpoint(tmp_path / "straight" / "model.pt")
+    b = load_checkpoint(tmp_path / "split" / "model.pt")
+    assert b.metadata["iteration"] == 6
+    for (k, va), vb in zip(
+        a.generator.state_dict().items(), b.generator.state_dict().values(), strict=True
+    ):
+        assert torch.equal(va, vb), k
+
+
+def test_a_diverging_loss_stops_and_keeps_the_last_good_checkpoint(texture, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = train_module.texture_loss
+
+    def diverging(*args, **kwargs):
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if calls["n"] > 4 else loss
+
+    monkeypatch.setattr(train_module, "texture_loss", diverging)
+    run = tmp_path / "nan"
+    args = ["texture", "--texture", str(texture), "-o", str(run)]
+    assert main([*args, *fast("--iterations", "10", "--checkpoint-every", "2")]) == 1
+    assert load_checkpoint(run / "model.pt").metadata["iteration"] == 4
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing", "does not exist"),
+        ("size", "not a multiple of 32"),
+        ("empty_content", "no content images"),
+        ("small_content", "smaller than --image-size"),
+        ("tiny_texture", "smaller than 64 px"),
+        ("not_an_image", "cannot be read"),
+    ],
+)
+def test_bad_input_fails_at_start_with_one_line_and_status_2(
+    case, message, texture, tmp_path, capsys
+):
+    run = tmp_path / "run"
+    content = tmp_path / "content"
+    content.mkdir()
+    argv = ["texture", "--texture", str(texture), "-o", str(run), *fast()]
+    if case == "missing":
+        argv[2] = str(tmp_path / "nope.png")
+    elif case == "size":
+        argv += ["--image-size", "100"]
+    elif case in ("empty_content", "small_content"):
+        if case == "small_content":
+            Image.new("RGB", (40, 40)).save(content / "small.png")
+        argv = ["style", "--style", str(texture), "--content", str(content), "-o", str(run)]
+        argv += fast()
+    elif case == "tiny_texture":
+        Image.new("RGB", (40, 40)).save(tmp_path / "tiny.png")
+        argv[2] = str(tmp_path / "tiny.png")
+    elif case == "not_an_image":
+        (tmp_path / "fake.png").write_bytes(b"\x89PNG but not really")
+        argv[2] = str(tmp_path / "fake.png")
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and "Traceback" not in err[0]
+    assert not (run / "model.pt").exists()
+
+
+def test_real_vgg16_run_lowers_the_texture_loss(shared_dir, vgg16_weights, tmp_path):
+    run = tmp_path / "peppers"
+    argv = [
+        "texture", "--texture", str(shared_dir / "data/textures/red-peppers.jpg"), "-o", str(run),
+        "--descriptor", "vgg16", "--descriptor-weights", str(vgg16_weights),
+        "--image-size", "64", "--batch-size", "2", "--iterations", "30",
+        "--descriptor-precision", "bf16",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    curve = losses(run)
+    assert np.mean(curve[-2:]) < 0.6 * curve[0]
+
+
+def test_bundled_model_is_closer_to_red_peppers_than_to_bricks(shared_dir, vgg16_weights):
+    if not DEFAULT_MODEL.exists():
+        pytest.fail(f"the bundled model {DEFAULT_MODEL} is missing")
+    from training.data import load_exemplar
+
+    descriptor = load_descriptor("vgg16", TEXTURE_LAYERS, vgg16_weights)
+    generator = load_checkpoint(DEFAULT_MODEL).generator
+    with torch.no_grad():
+        samples = generator(torch.randn(2, 3, 256, 256, generator=torch.Generator().manual_seed(0)))
+        feats = descriptor(samples)
+
+        def loss_to(name: str) -> float:
+            image = load_exemplar(shared_dir / "data/textures" / name)
+            grams = {k: gram_matrix(v) for k, v in descriptor(image).items()}
+            return texture_loss(feats, grams, TEXTURE_LAYERS).item()
+
+        assert loss_to("red-peppers.jpg") < 0.5 * loss_to("bricks.png")
