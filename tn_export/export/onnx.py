@@ -21,8 +21,11 @@ def export_onnx(
     dynamic_batch: bool = True,
 ) -> None:
     """Write `path` (fp32) with the contract in `metadata_props`; checker-validated."""
-    model = Deployable(generator)
-    x = example_input(contract, contract.min_size * 2, contract.min_size * 2)
+    model = Deployable(generator).eval()
+    # Any size inside the bounds traces the same graph; a small one traces fastest. Two or more
+    # pixels at the coarsest scale keep torch.export from specialising a dimension of size 1.
+    side = min(max(contract.min_size, 2 * contract.size_multiple), contract.max_size)
+    x = example_input(contract, side, side)
     program = torch.onnx.export(
         model,
         (x,),

@@ -1,0 +1,210 @@
+"""ONNX, fp16, int8 and ORT-format exports: round trips against PyTorch, metadata, validation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from tn_export.contract import ModelContract
+from tn_export.export.graph import Deployable, example_input
+from tn_export.export.onnx import export_onnx
+from tn_export.export.ort import to_ort, usability_report
+from tn_export.export.precision import to_fp16, to_int8
+from tn_export.export.validate import (
+    MAX_PIXELS,
+    psnr,
+    session,
+    validate_onnx,
+    validation_sizes,
+)
+from tn_export.generator import PyramidGenerator
+
+# Both bounds, non-square both ways, and a size the exporter never traced.
+SIZES = [(32, 32), (128, 128), (32, 128), (96, 64), (72, 40)]
+
+
+def settled(generator: PyramidGenerator) -> PyramidGenerator:
+    """Running statistics from a few batches, as training leaves them. A fresh generator's
+    statistics (mean 0, var 1) flatten its output; settled, the output varies and errors show."""
+    for m in generator.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None  # a plain average over the batches below
+    generator.train()
+    with torch.no_grad():
+        for _ in range(3):
+            generator(torch.randn(2, generator.config.input_channels, 64, 64))
+    return generator.eval()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """One small generator exported once (fp32), with its fp16 and int8 variants."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "xdg-cache"))
+        torch.manual_seed(0)
+        generator = settled(PyramidGenerator(scales=3, channels=4))
+        contract = ModelContract(
+            mode="texture", size_multiple=4, min_size=32, max_size=128, name="small"
+        )
+        folder = tmp_path_factory.mktemp("onnx")
+        paths = {p: folder / f"small-{p}.onnx" for p in ("fp32", "fp16", "int8")}
+        export_onnx(generator, paths["fp32"], contract)
+        to_fp16(paths["fp32"], paths["fp16"])
+        to_int8(paths["fp32"], paths["int8"], contract)
+        yield generator, contract, paths
+
+
+def outputs(path, generator, contract, h, w, batch=1, seed=3):
+    x = torch.cat([example_input(contract, h, w, seed=seed + i) for i in range(batch)])
+    with torch.no_grad():
+        expected = Deployable(generator)(x).numpy()
+    got = session(path).run(None, {contract.input_name: x.numpy()})[0]
+    return got, expected
+
+
+def test_fp32_matches_pytorch_at_both_bounds_non_square_and_batch_two(exported):
+    generator, contract, paths = exported
+    for h, w in SIZES:
+        got, expected = outputs(paths["fp32"], generator, contract, h, w, batch=2)
+        assert got.shape == expected.shape == (2, 3, h, w)
+        assert np.abs(got - expected).max() <= 1e-4, (h, w)
+    assert expected.std() > 0.01  # a varying image, not a flat one the check would pass anyway
+
+
+def test_metadata_and_symbolic_dims_read_back(exported):
+    _, contract, paths = exported
+    model = onnx.load(paths["fp32"])
+    onnx.checker.check_model(model, full_check=True)
+    assert model.opset_import[0].version >= 18
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert ModelContract.from_metadata(meta) == contract
+    sess = session(paths["fp32"])
+    assert [i.name for i in sess.get_inputs()] == ["noise"]
+    assert [o.name for o in sess.get_outputs()] == ["image"]
+    batch, channels, h, w = sess.get_inputs()[0].shape
+    assert channels == 3 and all(isinstance(d, str) for d in (batch, h, w))
+
+
+@pytest.mark.parametrize(
+    "bounds",
+    [(4, 32, 128), (32, 64, 2048), (32, 32, 128), (32, 256, 512), (8, 16, 24)],
+)
+def test_validation_sizes_cover_both_bounds_and_a_non_square_size(bounds):
+    m, lo, hi = bounds
+    sizes = validation_sizes(
+        ModelContract(mode="texture", size_multiple=m, min_size=lo, max_size=hi)
+    )
+    assert len(sizes) == 3
+    assert all(h % m == 0 and w % m == 0 and lo <= min(h, w) and max(h, w) <= hi for h, w in sizes)
+    assert (lo, lo) in sizes
+    assert any(h == hi for h, _ in sizes)
+    assert any(h != w for h, w in sizes)
+    assert all(h * w <= max(MAX_PIXELS, hi * lo) for h, w in sizes)
+
+
+def test_validate_onnx_passes_fp32_and_says_where_it_looked(exported):
+    generator, contract, paths = exported
+    v = validate_onnx(paths["fp32"], generator, contract, "fp32")
+    assert v.ok is True and v.summary.startswith("ok")
+    assert set(v.details["max_abs_error"]) == {f"{h}x{w}" for h, w in validation_sizes(contract)}
+    assert max(v.details["max_abs_error"].values()) <= 1e-4
+
+
+def test_fp16_keeps_float32_io_and_stays_within_its_tolerance(exported):
+    generator, contract, paths = exported
+    model = onnx.load(paths["fp16"])
+    onnx.checker.check_model(model, full_check=True)
+    weights = {n.input[1] for n in model.graph.node if n.op_type == "Conv"}
+    types = {t.data_type for t in model.graph.initializer if t.name in weights}
+    assert weights and types == {onnx.TensorProto.FLOAT16}
+    sess = session(paths["fp16"])
+    assert sess.get_inputs()[0].type == sess.get_outputs()[0].type == "tensor(float)"
+    meta = sess.get_modelmeta().custom_metadata_map
+    assert ModelContract.from_metadata(meta) == contract
+    for h, w in SIZES:
+        got, expected = outputs(paths["fp16"], generator, contract, h, w, batch=2)
+        x = torch.cat([example_input(contract, h, w, seed=3 + i) for i in range(2)])
+        with torch.no_grad():
+            floor = np.abs(Deployable(generator)(x.half().float()).numpy() - expected).max()
+        # Really fp16 arithmetic, and no worse than a few times what fp16 rounding of the
+        # input alone costs: the conversion adds nothing beyond fp16's own precision.
+        assert 0 < floor < np.abs(got - expected).max() <= 5 * floor, (h, w)
+    v = validate_onnx(paths["fp16"], generator, contract, "fp16")
+    assert v.ok is (max(v.details["max_abs_error"].values()) <= 1e-2)
+    assert set(v.details["input_rounding_error"]) == set(v.details["max_abs_error"])
+
+
+def test_int8_is_quantized_and_judged_by_psnr(exported):
+    generator, contract, paths = exported
+    model = onnx.load(paths["int8"])
+    ops = {n.op_type for n in model.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    weights = [t for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    assert len(weights) >= 10  # per-channel s8 conv weights
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert ModelContract.from_metadata(meta) == contract
+    v = validate_onnx(paths["int8"], generator, contract, "int8")
+    for i, (h, w) in enumerate(validation_sizes(contract)):
+        got, expected = outputs(paths["int8"], generator, contract, h, w, seed=i)
+        assert v.details["psnr_db"][f"{h}x{w}"] == pytest.approx(psnr(got, expected))
+    worst = min(v.details["psnr_db"].values())
+    assert 20 < worst < 100  # quantized for real, not broken
+    assert v.ok is (worst >= 30)
+
+
+def test_psnr_is_infinite_for_identical_images_and_40_db_for_a_1_percent_error():
+    a = np.full((1, 3, 8, 8), 0.5, np.float32)
+    assert psnr(a, a) == math.inf
+    assert psnr(a, a + 0.01) == pytest.approx(40.0, abs=1e-3)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_ort_format_keeps_the_contract_and_matches_its_onnx(exported, tmp_path, precision):
+    generator, contract, paths = exported
+    ort_file = tmp_path / "small.ort"
+    to_ort(paths[precision], ort_file)
+    assert ort_file.read_bytes()[4:8] == b"ORTM"  # the ORT flatbuffer, not an ONNX protobuf
+    meta = session(ort_file).get_modelmeta().custom_metadata_map
+    assert ModelContract.from_metadata(meta) == contract
+    from_ort = validate_onnx(ort_file, generator, contract, precision)
+    from_onnx = validate_onnx(paths[precision], generator, contract, precision)
+    if precision == "int8":
+        worst = min(from_ort.details["psnr_db"].values())
+        assert worst == pytest.approx(min(from_onnx.details["psnr_db"].values()), abs=3)
+    else:
+        assert from_ort.ok is True
+
+
+def test_mobile_usability_report_names_both_mobile_providers(exported):
+    _, _, paths = exported
+    text, worth_trying = usability_report(paths["fp32"])
+    assert "NNAPI" in text and "CoreML" in text
+    assert str(paths["fp32"].parent) not in text  # the report names the file, not a scratch path
+    assert isinstance(worth_trying, bool)
+
+
+def test_a_tampered_model_fails_validation(exported, tmp_path):
+    generator, contract, paths = exported
+    model = onnx.load(paths["fp32"])
+    conv = next(n for n in model.graph.node if n.op_type == "Conv")
+    weight = next(t for t in model.graph.initializer if t.name == conv.input[1])
+    values = onnx.numpy_helper.to_array(weight) * 1.05
+    weight.CopyFrom(onnx.numpy_helper.from_array(values, weight.name))
+    onnx.save(model, tmp_path / "tampered.onnx")
+    v = validate_onnx(tmp_path / "tampered.onnx", generator, contract, "fp32")
+    assert v.ok is False and v.summary.startswith("FAILED")
+
+
+def test_a_model_whose_contract_differs_fails_validation(exported, tmp_path):
+    generator, contract, paths = exported
+    model = onnx.load(paths["fp32"])
+    for p in model.metadata_props:
+        if p.key == "tn_export.max_size":
+            p.value = "256"
+    onnx.save(model, tmp_path / "other.onnx")
+    v = validate_onnx(tmp_path / "other.onnx", generator, contract, "fp32")
+    assert v.ok is False and "metadata" in v.summary
