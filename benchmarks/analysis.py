@@ -1,0 +1,226 @@
+"""Numbers derived from results.json: scaling fits, the roofline fraction, speedups, memory ratios,
+and where each of the benchmark's targets stands. Computed at render time, never stored."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .gatys import speedup
+
+HEADLINE = "onnxruntime-fp32"  # the generator as apps run it
+MIB = 2**20
+
+
+@dataclass
+class Fit:
+    """y = slope * pixels + intercept over the sizes measured, with its R^2."""
+
+    slope: float
+    intercept: float
+    r2: float
+    points: int
+    min_pixels: int
+    max_pixels: int
+
+
+@dataclass
+class Target:
+    name: str
+    goal: str
+    measured: str
+    status: str  # "met" | "missed" | "not measured" | "undecided"
+    gap: str = ""
+
+
+def ok_cells(results: dict, backend: str | None = None) -> list[dict]:
+    return [
+        c
+        for c in results["cells"]
+        if c["status"] == "ok" and (backend is None or c["backend"] == backend)
+    ]
+
+
+def find_cell(results: dict, backend: str, width: int, height: int) -> dict | None:
+    for c in ok_cells(results, backend):
+        if (c["width"], c["height"]) == (width, height):
+            return c
+    return None
+
+
+def flops_at(results: dict, width: int, height: int) -> int | None:
+    for f in results["flops"]:
+        if (f["width"], f["height"]) == (width, height):
+            return f["flops"]
+    return None
+
+
+def peak_fraction(results: dict, cell: dict) -> float | None:
+    """Achieved FLOP rate of a cell over the measured matmul peak."""
+    flops = flops_at(results, cell["width"], cell["height"])
+    peak = results.get("peak")
+    if flops is None or not peak:
+        return None
+    return flops / (cell["median_ms"] / 1e3) / (peak["gflops_best"] * 1e9)
+
+
+def linear_fit(x: list[float], y: list[float]) -> Fit | None:
+    """Least squares with an intercept; None below three points (two always fit exactly)."""
+    if len(x) < 3:
+        return None
+    xs, ys = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    slope, intercept = np.polyfit(xs, ys, 1)
+    residual = float(np.sum((ys - (slope * xs + intercept)) ** 2))
+    total = float(np.sum((ys - ys.mean()) ** 2))
+    r2 = 1 - residual / total if total > 0 else 1.0
+    return Fit(float(slope), float(intercept), r2, len(xs), int(xs.min()), int(xs.max()))
+
+
+def scaling_fits(results: dict) -> dict[str, dict[str, Fit | None]]:
+    """Per backend: latency (ms) and memory increase (MiB) against pixel count."""
+    fits = {}
+    for backend in dict.fromkeys(c["backend"] for c in ok_cells(results)):
+        cells = ok_cells(results, backend)
+        pixels = [c["pixels"] for c in cells]
+        mem = [
+            (c["pixels"], c["rss_increase_bytes"] / MIB) for c in cells if c["rss_increase_bytes"]
+        ]
+        fits[backend] = {
+            "latency": linear_fit(pixels, [c["median_ms"] for c in cells]),
+            "memory": linear_fit([p for p, _ in mem], [m for _, m in mem]),
+        }
+    return fits
+
+
+def gatys_speedups(results: dict) -> dict[str, dict]:
+    """Gatys time to parity over each backend's latency at the Gatys size."""
+    g = results["gatys"]
+    if g.get("status") != "ok":
+        return {}
+    run = g["parity"]
+    out = {}
+    for cell in ok_cells(results):
+        if (cell["width"], cell["height"]) == (run["size"], run["size"]):
+            out[cell["backend"]] = speedup(
+                run["parity_s"], run["elapsed_s"], cell["median_ms"] / 1e3
+            )
+    return out
+
+
+def gatys_memory(results: dict, size: int) -> dict | None:
+    """The Gatys run at `size` (parity or memory run), if there is one."""
+    g = results["gatys"]
+    if g.get("status") != "ok":
+        return None
+    for key in ("parity", "memory"):
+        if key in g and g[key]["size"] == size:
+            return g[key]
+    return None
+
+
+def _ratio_target(name: str, goal: float, goal_text: str, value: float | None, what: str) -> Target:
+    if value is None:
+        return Target(name, goal_text, "-", "not measured")
+    if value >= goal:
+        return Target(name, goal_text, f"{value:.3g}x {what}", "met")
+    return Target(
+        name, goal_text, f"{value:.3g}x {what}", "missed", f"{goal / value:.2g}x short of {goal:g}x"
+    )
+
+
+def targets(results: dict) -> list[Target]:
+    """Where each target of the benchmark issue stands (on the machine that produced results)."""
+    out = []
+    size = results["config"].get("gatys_size", 256)
+    ups = gatys_speedups(results)
+    name = f"generator vs Gatys time to parity, {size}x{size}"
+    if HEADLINE not in ups:
+        out.append(Target(name, ">= 500x (aim 1000x)", "-", "not measured"))
+    else:
+        up = ups[HEADLINE]
+        text = f"{'> ' if up['bound'] else ''}{up['value']:.0f}x"
+        if up["value"] >= 500:
+            status = "met" + (" (aim 1000x met)" if up["value"] >= 1000 else "")
+            out.append(Target(name, ">= 500x (aim 1000x)", text, status))
+        elif up["bound"]:
+            gap = "Gatys never reached parity within its budget; raise --gatys-seconds"
+            out.append(Target(name, ">= 500x (aim 1000x)", text, "undecided", gap))
+        else:
+            gap = f"{500 / up['value']:.2g}x short of 500x"
+            out.append(Target(name, ">= 500x (aim 1000x)", text, "missed", gap))
+
+    cell512 = find_cell(results, HEADLINE, 512, 512)
+    run512 = gatys_memory(results, 512)
+    ratio, what = None, ""
+    if (
+        cell512
+        and run512
+        and cell512.get("rss_increase_bytes")
+        and run512.get("rss_increase_bytes")
+    ):
+        ratio = run512["rss_increase_bytes"] / cell512["rss_increase_bytes"]
+        total = run512["peak_rss_bytes"] / cell512["peak_rss_bytes"]
+        what = f"(increase over idle; whole-process peak RSS {total:.3g}x)"
+    out.append(
+        _ratio_target(
+            "peak memory, Gatys / generator (onnxruntime), 512x512",
+            10,
+            ">= 10x",
+            ratio,
+            what,
+        )
+    )
+
+    torch512 = find_cell(results, "torch", 512, 512)
+    value = torch512["median_ms"] / cell512["median_ms"] if cell512 and torch512 else None
+    out.append(
+        _ratio_target("onnxruntime fp32 vs PyTorch eager, 512x512", 2, ">= 2x faster", value, "")
+    )
+
+    fraction = peak_fraction(results, cell512) if cell512 else None
+    name = "onnxruntime fp32 share of the measured fp32 peak, 512x512"
+    if fraction is None:
+        out.append(Target(name, ">= 50 %", "-", "not measured"))
+    else:
+        status = "met" if fraction >= 0.5 else "missed"
+        gap = "" if fraction >= 0.5 else f"{(0.5 - fraction) * 100:.0f} points short"
+        out.append(Target(name, ">= 50 %", f"{fraction * 100:.0f} %", status, gap))
+
+    out.append(_int8_target(results))
+    out.append(_linearity_target(results))
+    return out
+
+
+def _int8_target(results: dict) -> Target:
+    name, goal = "int8 vs fp32 (onnxruntime)", "faster, PSNR >= 30 dB"
+    pairs = []
+    for c in ok_cells(results, "onnxruntime-int8"):
+        ref = find_cell(results, HEADLINE, c["width"], c["height"])
+        psnr = c.get("vs_reference", {}).get("psnr_db")
+        if ref and psnr is not None:
+            pairs.append((ref["median_ms"] / c["median_ms"], psnr))
+    if not pairs:
+        return Target(name, goal, "-", "not measured")
+    slowest, worst = min(p[0] for p in pairs), min(p[1] for p in pairs)
+    measured = f"{slowest:.2f}x faster or more at every size, PSNR >= {worst:.1f} dB"
+    gaps = []
+    if slowest <= 1:
+        gaps.append(f"slower than fp32 at some size ({slowest:.2f}x)")
+    if worst < 30:
+        gaps.append(f"PSNR {30 - worst:.1f} dB short")
+    return Target(name, goal, measured, "missed" if gaps else "met", "; ".join(gaps))
+
+
+def _linearity_target(results: dict) -> Target:
+    name, goal = "onnxruntime fp32 latency linear in pixels, 256^2..2048^2", "R^2 >= 0.99"
+    fit = scaling_fits(results).get(HEADLINE, {}).get("latency")
+    if fit is None:
+        return Target(name, goal, "-", "not measured")
+    span = f"R^2 {fit.r2:.4f} over {fit.points} sizes up to {fit.max_pixels / 1e6:.2f} MP"
+    full = fit.min_pixels <= 256 * 256 and fit.max_pixels >= 2048 * 2048
+    if fit.r2 < 0.99:
+        return Target(name, goal, span, "missed", f"R^2 {0.99 - fit.r2:.3f} short")
+    if not full:
+        return Target(name, goal, span, "undecided", "the fit does not span 256^2..2048^2")
+    return Target(name, goal, span, "met")

@@ -1,0 +1,262 @@
+"""tn-bench: measure a texture generator against the Gatys et al. optimisation, and report.
+
+tn-bench [--model CHECKPOINT] [--sizes 256,512,1024,768x512] [--backends torch,onnxruntime]
+         [--gatys/--no-gatys] [--gatys-iterations N] [--runs N] [--threads N] [--quick] -o DIR
+tn-bench report DIR/results.json [-o DIR] [--notes FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tn_export.atomic import check_writable_dir
+from tn_export.errors import UserError, cli_entry
+
+from .backends import BACKENDS, GROUPS
+
+if TYPE_CHECKING:
+    from .run import BenchConfig
+
+DEFAULT_SIZES = "256,512,1024,768x512"
+QUICK = {  # --quick: small sizes and budgets, under two minutes on 2 cores
+    "sizes": "128,256x128",
+    "gatys_size": 128,
+    "gatys_memory_size": 128,
+    "gatys_iterations": 40,
+    "gatys_seconds": 15.0,
+    "samples": 4,
+    "warmup": 2,
+    "peak_n": 2048,
+}
+
+
+def repo_shared() -> Path:
+    """$TN_SHARED, else the `shared` folder beside the repository (textures, VGG weights)."""
+    default = Path(__file__).resolve().parents[2] / "shared"
+    return Path(os.environ.get("TN_SHARED", default))
+
+
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    """ "256,768x512" -> [(256, 256), (768, 512)] as (width, height)."""
+    sizes = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        m = re.fullmatch(r"(\d+)(?:x(\d+))?", part)
+        if not m:
+            raise UserError(f"--sizes: {part!r} is not N or WxH; use e.g. 256,512,768x512")
+        w = int(m.group(1))
+        sizes.append((w, int(m.group(2) or w)))
+    if not sizes:
+        raise UserError("--sizes is empty; use e.g. 256,512,1024")
+    return list(dict.fromkeys(sizes))
+
+
+def parse_backends(text: str) -> list[str]:
+    names: list[str] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if part not in GROUPS and part not in BACKENDS:
+            choices = ", ".join([*GROUPS, *(b for b in BACKENDS if b not in GROUPS)])
+            raise UserError(f"--backends: unknown backend {part!r}; choose from {choices}")
+        names += GROUPS.get(part, [part])
+    return list(dict.fromkeys(names))
+
+
+def _positive(kind: type):
+    def parse(text: str):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+        return value
+
+    return parse
+
+
+def bench_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tn-bench",
+        description="Latency, memory, FLOPs and quality of a Texture Networks generator on each "
+        "backend, against the Gatys et al. optimisation; writes results.json, report.md, "
+        "report.html. `tn-bench report DIR/results.json` re-renders without measuring.",
+    )
+    p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    p.add_argument("--model", type=Path, help="tn-train model.pt (default: the bundled model)")
+    p.add_argument(
+        "--texture",
+        type=Path,
+        help="the texture the model was trained on "
+        "(default: $TN_SHARED/data/textures/<exemplar from the checkpoint>)",
+    )
+    p.add_argument(
+        "--descriptor-weights",
+        help="VGG state dict (default: $TN_DESCRIPTOR_WEIGHTS "
+        "or $TN_SHARED/descriptors/<descriptor>_imagenet_features.pth)",
+    )
+    p.add_argument("--sizes", help=f"N or WxH list (default {DEFAULT_SIZES})")
+    p.add_argument(
+        "--backends",
+        default="torch,onnxruntime,coreml",
+        help=f"any of {', '.join([*GROUPS, *BACKENDS])}",
+    )
+    p.add_argument(
+        "--gatys",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run the Gatys et al. baseline (default on)",
+    )
+    p.add_argument("--gatys-iterations", type=_positive(int), help="optimiser steps (default 1000)")
+    p.add_argument("--gatys-seconds", type=_positive(float), help="wall-time budget (default 300)")
+    p.add_argument("--gatys-optimizer", choices=["lbfgs", "adam"], default="lbfgs")
+    p.add_argument("--gatys-size", type=_positive(int), help="time-to-parity size (default 256)")
+    p.add_argument(
+        "--gatys-memory-size",
+        type=_positive(int),
+        help="size of the Gatys memory run (default 512)",
+    )
+    p.add_argument("--runs", type=_positive(int), default=20, help="timed runs (default 20)")
+    p.add_argument("--warmup", type=_positive(int), help="untimed warm-up runs (default 3)")
+    p.add_argument(
+        "--threads",
+        type=_positive(int),
+        default=os.cpu_count() or 1,
+        help="threads for every backend and Gatys (default: all cores)",
+    )
+    p.add_argument("--samples", type=_positive(int), help="generator samples scored (default 8)")
+    p.add_argument(
+        "--cell-budget",
+        type=_positive(float),
+        default=150.0,
+        help="skip a backend x size whose estimated time exceeds this many seconds",
+    )
+    p.add_argument("--quick", action="store_true", help="small sizes and budgets (< 2 minutes)")
+    p.add_argument("--notes", type=Path, help="a closing note (markdown) for the report")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def report_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tn-bench report", description="Re-render a report.")
+    p.add_argument("results", type=Path, help="a results.json written by tn-bench")
+    p.add_argument("-o", "--out", type=Path, help="output folder (default: beside results.json)")
+    p.add_argument("--notes", type=Path, help="a closing note (markdown) for the report")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def read_notes(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    if not path.is_file():
+        raise UserError(f"--notes {path} does not exist; pass a text or markdown file")
+    return path.read_text()
+
+
+def _default_file(given: Path | str | None, fallback: Path) -> Path | None:
+    if given:
+        return Path(given)
+    return fallback if fallback.is_file() else None
+
+
+def make_config(args: argparse.Namespace, argv: list[str]) -> BenchConfig:
+    """Resolve defaults (model, texture, VGG weights, quick budgets) into a BenchConfig."""
+    from tn_export.checkpoint import DEFAULT_MODEL, load_checkpoint
+    from tn_export.descriptor import WEIGHTS_ENV
+
+    from .run import BenchConfig, command_line
+
+    model = args.model or DEFAULT_MODEL
+    if args.model is None and not model.is_file():
+        raise UserError(f"the bundled model {model} is missing; pass --model CHECKPOINT")
+    checkpoint = load_checkpoint(model)
+    metadata = checkpoint.metadata
+    shared = repo_shared()
+    exemplar = metadata.get("exemplar")
+    texture = _default_file(args.texture, shared / "data" / "textures" / (exemplar or "-"))
+    if texture is not None and not texture.is_file():
+        raise UserError(f"--texture {texture} does not exist; pass the texture the model learnt")
+    if texture is None and args.gatys:
+        raise UserError(
+            f"no texture for the Gatys baseline: the checkpoint's exemplar {exemplar!r} is not in "
+            f"{shared / 'data' / 'textures'}; pass --texture PATH or --no-gatys"
+        )
+    descriptor = metadata.get("descriptor") or "vgg16"
+    weights = args.descriptor_weights or os.environ.get(WEIGHTS_ENV)
+    if weights is None and descriptor != "random":
+        found = _default_file(None, shared / "descriptors" / f"{descriptor}_imagenet_features.pth")
+        weights = str(found) if found else None
+    quick = QUICK if args.quick else {}
+
+    def pick(name: str, default):
+        value = getattr(args, name)
+        return value if value is not None else quick.get(name, default)
+
+    cfg = BenchConfig(
+        out=args.out,
+        model=Path(model),
+        texture=texture,
+        descriptor_weights=weights,
+        sizes=parse_sizes(args.sizes or quick.get("sizes", DEFAULT_SIZES)),
+        backends=parse_backends(args.backends),
+        runs=args.runs,
+        warmup=pick("warmup", 3),
+        threads=args.threads,
+        cell_budget_s=args.cell_budget,
+        gatys=args.gatys,
+        gatys_optimizer=args.gatys_optimizer,
+        gatys_iterations=pick("gatys_iterations", 1000),
+        gatys_seconds=pick("gatys_seconds", 300.0),
+        gatys_size=pick("gatys_size", 256),
+        gatys_memory_size=pick("gatys_memory_size", 512),
+        samples=pick("samples", 8),
+        peak_n=quick.get("peak_n", 4096),
+        command=command_line(argv),
+    )
+    check_sizes(cfg, checkpoint.config.size_multiple)
+    return cfg
+
+
+def check_sizes(cfg: BenchConfig, multiple: int) -> None:
+    """Every size (and the Gatys sizes) must be a positive multiple of the model's size multiple."""
+    sizes = [*cfg.sizes, (cfg.gatys_size,) * 2, (cfg.gatys_memory_size,) * 2]
+    bad = [f"{w}x{h}" for w, h in sizes if w % multiple or h % multiple or min(w, h) < 2 * multiple]
+    if bad:
+        raise UserError(
+            f"size(s) {', '.join(dict.fromkeys(bad))} do not fit this model: width and height "
+            f"must be multiples of {multiple}, at least {2 * multiple}"
+        )
+
+
+@cli_entry("tn-bench")
+def main(argv: list[str] | None = None) -> int:
+    argv = list(argv or [])
+    if argv[:1] == ["report"]:
+        return report_main(argv[1:])
+    args = bench_parser().parse_args(argv)
+    # Heavy imports (torch) only after the arguments parsed, so --help and typos answer at once.
+    from .report import render, write_results
+    from .run import run_benchmark
+    from .schema import validate
+
+    cfg = make_config(args, argv)
+    notes = read_notes(args.notes)
+    check_writable_dir(cfg.out)
+    results = run_benchmark(cfg)
+    validate(results)
+    write_results(results, cfg.out / "results.json")
+    for path in [cfg.out / "results.json", *render(results, cfg.out, cfg.out, notes)]:
+        print(path)
+    return 0
+
+
+def report_main(argv: list[str]) -> int:
+    args = report_parser().parse_args(argv)
+    from .report import render
+    from .schema import load_results
+
+    results = load_results(args.results)
+    out = args.out or args.results.parent
+    for path in render(results, out, args.results.parent, read_notes(args.notes)):
+        print(path)
+    return 0

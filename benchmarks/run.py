@@ -1,0 +1,450 @@
+"""The benchmark plan and its execution: export, measure every backend at every size in its own
+process, run the Gatys baseline, score quality, and collect everything into one results dict."""
+
+from __future__ import annotations
+
+import datetime
+import math
+import os
+import shlex
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from tn_export import __version__
+from tn_export.checkpoint import Checkpoint, load_checkpoint
+from tn_export.contract import ModelContract
+from tn_export.descriptor import TEXTURE_LAYERS, load_descriptor
+from tn_export.errors import UserError
+from tn_export.images import from_array, load_image, save_image, to_array
+from tn_export.losses import gram_matrix
+
+from . import gatys, quality
+from .backends import BACKENDS, LIBRARIES, Cell, coreml_unavailable_reason
+from .flops import generator_flops
+from .isolated import IsolatedError, run_isolated
+from .machine import load_snapshot, machine_info
+
+SCHEMA_VERSION = 1
+SHOWN_SAMPLES = 4  # generator samples saved for the report's image strip
+REFERENCE = ("onnxruntime-fp32", "torch")  # outputs are compared with the first one measured
+
+
+@dataclass
+class BenchConfig:
+    """One tn-bench run. Sizes are (width, height)."""
+
+    out: Path
+    model: Path
+    texture: Path | None = None
+    descriptor_weights: str | None = None
+    sizes: list[tuple[int, int]] = field(default_factory=lambda: [(256, 256), (512, 512)])
+    backends: list[str] = field(default_factory=lambda: list(BACKENDS))
+    runs: int = 20
+    warmup: int = 3
+    threads: int = 2
+    cell_budget_s: float = 150.0
+    gatys: bool = True
+    gatys_optimizer: str = "lbfgs"
+    gatys_iterations: int = 1000
+    gatys_seconds: float = 300.0
+    gatys_size: int = 256
+    gatys_memory_size: int = 512
+    samples: int = 8
+    peak_n: int = 4096
+    command: str = ""
+
+
+@dataclass
+class Plan:
+    """Named steps run in order under one progress bar."""
+
+    steps: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
+
+    def add(self, label: str, step: Callable[[], None]) -> None:
+        self.steps.append((label, step))
+
+    def run(self) -> None:
+        with tqdm(total=len(self.steps), desc="tn-bench", unit="step", dynamic_ncols=True) as bar:
+            for label, step in self.steps:
+                bar.set_postfix_str(label)
+                step()
+                bar.update()
+
+
+def contract_for(checkpoint: Checkpoint, sizes: list[tuple[int, int]]) -> ModelContract:
+    """The export contract: any size from two size multiples up to the largest one benchmarked."""
+    config, m = checkpoint.config, checkpoint.config.size_multiple
+    largest = max(max(s) for s in sizes)
+    return ModelContract(
+        mode=config.mode,
+        noise_depth=config.noise_depth,
+        size_multiple=m,
+        min_size=2 * m,
+        max_size=max(2048 // m, math.ceil(largest / m)) * m,
+        padding=config.padding,
+        norm=config.norm,
+        tool_version=__version__,
+    )
+
+
+def latency_stats(times_s: list[float]) -> dict:
+    ms = np.asarray(times_s) * 1e3
+    return {
+        "median_ms": float(np.median(ms)),
+        "p10_ms": float(np.percentile(ms, 10)),
+        "p90_ms": float(np.percentile(ms, 90)),
+        "mean_ms": float(ms.mean()),
+        "times_ms": [round(float(t), 3) for t in ms],
+    }
+
+
+def compare(output: np.ndarray, reference: np.ndarray) -> dict:
+    """PSNR (peak 1) and max absolute error of one backend's output against the reference's."""
+    mse = float(np.mean((output.astype(np.float64) - reference) ** 2))
+    return {
+        "psnr_db": 10 * math.log10(1 / mse) if mse > 0 else None,  # None: identical
+        "max_abs": float(np.max(np.abs(output - reference))),
+    }
+
+
+class Benchmark:
+    """Holds the run's state while the plan's steps fill in `results`."""
+
+    def __init__(self, cfg: BenchConfig, work: Path) -> None:
+        self.cfg, self.work = cfg, work
+        self.checkpoint = load_checkpoint(cfg.model)
+        self.config = self.checkpoint.config
+        self.contract = contract_for(self.checkpoint, cfg.sizes)
+        meta = self.checkpoint.metadata
+        self.layers = list(meta.get("layers") or TEXTURE_LAYERS)
+        self.models: dict[str, str] = {"checkpoint": str(cfg.model)}
+        self.model_errors: dict[str, str] = {}
+        self.outputs: dict[tuple[str, int, int], Path] = {}
+        self.idle: dict[str, dict] = {}
+        params = sum(p.numel() for p in self.checkpoint.generator.parameters())
+        self.results: dict = {
+            "schema_version": SCHEMA_VERSION,
+            "tool": f"tn-bench {__version__}",
+            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "command": cfg.command,
+            "machine": machine_info(cfg.threads),
+            "load": {},
+            "config": _config_record(cfg),
+            "model": {
+                "path": str(cfg.model),
+                "config": self.config.as_dict(),
+                "parameters": params,
+                "metadata": {
+                    k: meta.get(k)
+                    for k in ("exemplar", "descriptor", "layers", "iteration", "loss")
+                },
+            },
+            "peak": None,
+            "idle": {},
+            "flops": [],
+            "cells": [],
+            "quality": {"status": "skipped", "reason": ""},
+            "gatys": {"status": "skipped", "reason": "--no-gatys"},
+            "images": {},
+        }
+
+    # --- steps -----------------------------------------------------------------------------
+
+    def export(self) -> None:
+        """The files the chosen backends need: ONNX fp32, fp16 / int8 converted from it, and a
+        Core ML package where Core ML can run. A failure skips only the backends needing it."""
+        from tn_export.export.onnx import export_onnx
+
+        wanted = {BACKENDS[b].model_key for b in self.cfg.backends}
+        fp32 = self.work / "model.onnx"
+        builders = {
+            "onnx-fp32": lambda dst: export_onnx(self.checkpoint.generator, dst, self.contract),
+            "onnx-fp16": lambda dst: _precision().to_fp16(fp32, dst),
+            "onnx-int8": lambda dst: _precision().to_int8(fp32, dst, self.contract),
+            "coreml": lambda dst: _coreml_export(self.checkpoint.generator, dst, self.contract),
+        }
+        if wanted & {"onnx-fp16", "onnx-int8"}:
+            wanted.add("onnx-fp32")
+        if sys.platform != "darwin":
+            wanted.discard("coreml")
+        files = {"onnx-fp32": fp32, "coreml": self.work / "model.mlpackage"}
+        for key in [k for k in builders if k in wanted]:  # fp32 first: the others derive from it
+            dst = files.get(key, self.work / f"model.{key.removeprefix('onnx-')}.onnx")
+            if key != "onnx-fp32" and key.startswith("onnx") and "onnx-fp32" in self.model_errors:
+                self.model_errors[key] = "the fp32 ONNX export it derives from failed"
+                continue
+            try:
+                builders[key](dst)
+                self.models[key] = str(dst)
+            except Exception as e:  # noqa: BLE001 - a failed export skips that backend only
+                first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+                self.model_errors[key] = f"export failed: {type(e).__name__}: {first}"
+
+    def peak(self) -> None:
+        target = "benchmarks.flops:matmul_peak"
+        kwargs = {"n": self.cfg.peak_n, "threads": self.cfg.threads}
+        self.results["peak"] = run_isolated(target, kwargs, self.cfg.threads)
+
+    def idle_baseline(self, key: str) -> None:
+        modules = LIBRARIES[key]
+        try:
+            data = run_isolated("benchmarks.isolated:idle", {"modules": list(modules)}, 1)
+            self.idle[key] = {"modules": list(modules), "peak_rss_bytes": data["peak_rss_bytes"]}
+        except IsolatedError as e:
+            self.idle[key] = {"modules": list(modules), "peak_rss_bytes": None, "reason": str(e)}
+        self.results["idle"] = self.idle
+
+    def cell(self, backend: str, width: int, height: int) -> None:
+        b = BACKENDS[backend]
+        record = {"backend": backend, "width": width, "height": height, "pixels": width * height}
+        record["loadavg_1m"] = os.getloadavg()[0]
+        reason = self._skip_reason(backend, width, height)
+        self.results["cells"].append(record)
+        if reason:
+            record.update(status="skipped", reason=reason)
+            return
+        output = self.work / f"{backend}-{width}x{height}.npy"
+        cell = Cell(
+            model=self.models[b.model_key],
+            mode=self.config.mode,
+            channels=self.config.input_channels,
+            height=height,
+            width=width,
+            runs=self.cfg.runs,
+            warmup=self.cfg.warmup,
+            threads=self.cfg.threads,
+            output=str(output),
+        )
+        try:
+            data = run_isolated(b.function, {"cell": asdict(cell)}, self.cfg.threads)
+        except IsolatedError as e:
+            record.update(status="skipped" if e.unavailable else "failed", reason=str(e))
+            return
+        self.outputs[(backend, width, height)] = output
+        idle = self.idle.get(b.runtime, {}).get("peak_rss_bytes")
+        record.update(
+            status="ok",
+            runs=self.cfg.runs,
+            warmup=self.cfg.warmup,
+            load_s=data["load_s"],
+            settings=data["settings"],
+            peak_rss_bytes=data["peak_rss_bytes"],
+            idle_rss_bytes=idle,
+            rss_increase_bytes=data["peak_rss_bytes"] - idle if idle else None,
+            **latency_stats(data["times_s"]),
+        )
+
+    def _skip_reason(self, backend: str, width: int, height: int) -> str | None:
+        b = BACKENDS[backend]
+        if backend == "coreml" and sys.platform != "darwin":
+            return coreml_unavailable_reason()
+        if b.model_key in self.model_errors:
+            return self.model_errors[b.model_key]
+        if b.model_key not in self.models:
+            return f"no {b.model_key} model was built"
+        done = [c for c in self.results["cells"] if c["backend"] == backend and c["status"] == "ok"]
+        if done:
+            last = max(done, key=lambda c: c["pixels"])
+            per_run = last["median_ms"] / 1e3 * width * height / last["pixels"]
+            estimate = per_run * (self.cfg.runs + self.cfg.warmup)
+            if estimate > self.cfg.cell_budget_s:
+                return (
+                    f"estimated {estimate:.0f} s ({per_run:.1f} s per run, scaled from "
+                    f"{last['width']}x{last['height']}) exceeds --cell-budget "
+                    f"{self.cfg.cell_budget_s:.0f} s"
+                )
+        return None
+
+    def compare_outputs(self) -> None:
+        """Each backend's output for the fixed input against the reference backend's."""
+        for record in self.results["cells"]:
+            key = (record["backend"], record["width"], record["height"])
+            if key not in self.outputs:
+                continue
+            for ref in REFERENCE:
+                ref_key = (ref, record["width"], record["height"])
+                if ref_key in self.outputs and ref != record["backend"]:
+                    out, expected = np.load(self.outputs[key]), np.load(self.outputs[ref_key])
+                    record["vs_reference"] = {"reference": ref, **compare(out, expected)}
+                    break
+
+    def flops(self) -> None:
+        self.results["flops"] = [
+            {"width": w, "height": h, "flops": generator_flops(self.config, h, w)}
+            for w, h in self.cfg.sizes
+        ]
+
+    def quality_and_target(self) -> None:
+        """Score generator samples, noise and the texture itself; the generator's mean loss is
+        the level the Gatys run must reach."""
+        cfg, size = self.cfg, self.cfg.gatys_size
+        texture = _texture_tensor(self.texture_path)
+        descriptor = load_descriptor(self.descriptor_name, self.layers, cfg.descriptor_weights)
+        with torch.no_grad():
+            targets = {k: gram_matrix(v) for k, v in descriptor(texture).items()}
+        samples = quality.generator_samples(self.checkpoint.generator, cfg.samples, size, size)
+        noise = torch.rand(cfg.samples, 3, size, size, generator=torch.Generator().manual_seed(0))
+        self.quality_state = (descriptor, targets)
+        self.results["quality"] = {
+            "status": "ok",
+            "size": size,
+            "circular": self.config.padding == "circular",
+            "sets": {
+                "generator": quality.evaluate(descriptor, targets, self.layers, samples),
+                "noise": quality.evaluate(descriptor, targets, self.layers, noise),
+                "texture": quality.evaluate(descriptor, targets, self.layers, texture),
+            },
+        }
+        images = self.cfg.out / "images"
+        save_image(load_image(self.texture_path), images / "texture.png")
+        shown = []
+        for i, sample in enumerate(samples[:SHOWN_SAMPLES]):
+            save_image(from_array(sample.numpy()), images / f"sample_{i}.png")
+            shown.append(f"images/sample_{i}.png")
+        self.results["images"] = {"texture": "images/texture.png", "samples": shown}
+
+    def gatys_runs(self) -> None:
+        cfg = self.cfg
+        target = self.results["quality"]["sets"]["generator"]["texture_loss"]
+        image = self.work / "gatys.npy"
+        run = gatys.GatysRun(
+            texture=str(self.texture_path),
+            descriptor=self.descriptor_name,
+            descriptor_weights=cfg.descriptor_weights,
+            layers=self.layers,
+            height=cfg.gatys_size,
+            width=cfg.gatys_size,
+            optimizer=cfg.gatys_optimizer,
+            iterations=cfg.gatys_iterations,
+            seconds=cfg.gatys_seconds,
+            threads=cfg.threads,
+            target_loss=target,
+            image_out=str(image),
+        )
+        record = {"optimizer": cfg.gatys_optimizer, "target_loss": target}
+        self.results["gatys"] = record
+        idle = self.idle.get("torch", {}).get("peak_rss_bytes")
+        try:
+            runs = [("parity", run)]
+            if cfg.gatys_memory_size != cfg.gatys_size:
+                memory_run = gatys.GatysRun(
+                    **{
+                        **asdict(run),
+                        "height": cfg.gatys_memory_size,
+                        "width": cfg.gatys_memory_size,
+                        "iterations": MEMORY_ITERATIONS,
+                        "target_loss": None,
+                        "image_out": None,
+                    }
+                )
+                runs.append(("memory", memory_run))
+            for name, r in runs:
+                data = run_isolated("benchmarks.gatys:synthesize", {"run": asdict(r)}, cfg.threads)
+                data.update(
+                    size=r.height,
+                    idle_rss_bytes=idle,
+                    rss_increase_bytes=data["peak_rss_bytes"] - idle if idle else None,
+                )
+                record[name] = data
+        except IsolatedError as e:
+            record.update(status="failed", reason=str(e))
+            return
+        record["status"] = "ok"
+        descriptor, targets = self.quality_state
+        result = torch.from_numpy(np.load(image))
+        self.results["quality"]["sets"]["gatys"] = quality.evaluate(
+            descriptor, targets, self.layers, result[None]
+        )
+        save_image(from_array(result.numpy()), self.cfg.out / "images" / "gatys.png")
+        self.results["images"]["gatys"] = "images/gatys.png"
+
+    # --- inputs of the quality and Gatys steps -----------------------------------------------
+
+    @property
+    def descriptor_name(self) -> str:
+        return self.checkpoint.metadata.get("descriptor") or "vgg16"
+
+    @property
+    def texture_path(self) -> Path:
+        return self.cfg.texture  # resolved (and checked) by the CLI before the plan starts
+
+
+MEMORY_ITERATIONS = gatys.LBFGS_HISTORY + 2  # long enough to fill L-BFGS's history
+
+
+def _precision():
+    from tn_export.export import precision
+
+    return precision
+
+
+def _coreml_export(generator, path: Path, contract: ModelContract) -> None:
+    from tn_export.export.coreml import export_coreml
+
+    export_coreml(generator, path, contract)
+
+
+def _texture_tensor(path: Path) -> torch.Tensor:
+    return torch.from_numpy(to_array(load_image(path))).unsqueeze(0)
+
+
+def _config_record(cfg: BenchConfig) -> dict:
+    record = {k: v for k, v in asdict(cfg).items() if k not in ("out", "command")}
+    record["model"], record["texture"] = str(cfg.model), str(cfg.texture) if cfg.texture else None
+    record["sizes"] = [list(s) for s in cfg.sizes]
+    return record
+
+
+def run_benchmark(cfg: BenchConfig) -> dict:
+    """Run the whole plan; returns the results (the caller writes and renders them)."""
+    with tempfile.TemporaryDirectory(prefix="tn-bench-work-") as tmp:
+        bench = Benchmark(cfg, Path(tmp))
+        plan = Plan()
+        plan.add("load", lambda: bench.results["load"].update(start=load_snapshot()))
+        if any(BACKENDS[b].model_key != "checkpoint" for b in cfg.backends):
+            plan.add("export models", bench.export)
+        plan.add("peak fp32 matmul", bench.peak)
+        runtimes = dict.fromkeys(
+            BACKENDS[b].runtime for b in cfg.backends if b != "coreml" or sys.platform == "darwin"
+        )
+        if cfg.gatys:
+            runtimes["torch"] = None
+        for key in runtimes:
+            plan.add(f"idle {key}", lambda k=key: bench.idle_baseline(k))
+        for backend in cfg.backends:
+            for w, h in sorted(cfg.sizes, key=lambda s: s[0] * s[1]):
+                plan.add(f"{backend} {w}x{h}", lambda b=backend, w=w, h=h: bench.cell(b, w, h))
+        plan.add("compare outputs", bench.compare_outputs)
+        plan.add("count FLOPs", bench.flops)
+        if bench.config.mode != "texture":
+            skip = "the Gatys texture baseline and texture metrics apply to texture models"
+        elif cfg.texture is None:
+            skip = "no texture image: pass --texture PATH"
+        else:
+            skip = None
+            plan.add("quality", bench.quality_and_target)
+            if cfg.gatys:
+                plan.add("Gatys baseline", bench.gatys_runs)
+        if skip:
+            bench.results["quality"]["reason"] = skip
+            if cfg.gatys:
+                bench.results["gatys"]["reason"] = skip
+        plan.add("load", lambda: bench.results["load"].update(end=load_snapshot()))
+        plan.run()
+        return bench.results
+
+
+def command_line(argv: list[str]) -> str:
+    return shlex.join(["tn-bench", *argv])
+
+
+def check_texture(path: Path | None) -> None:
+    if path is not None and not path.is_file():
+        raise UserError(f"texture {path} does not exist; pass --texture PATH")

@@ -1,0 +1,243 @@
+"""tn-bench on a tiny model at tiny sizes with the random descriptor: the harness's mechanics."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from benchmarks import analysis
+from benchmarks.backends import Cell
+from benchmarks.cli import main
+from benchmarks.flops import conv_flops, count_flops, generator_flops
+from benchmarks.gatys import speedup, time_to_parity
+from benchmarks.isolated import IsolatedError, run_isolated
+from benchmarks.quality import seam_error
+from benchmarks.report import render, write_results
+from benchmarks.run import BenchConfig, Benchmark, run_benchmark
+from benchmarks.schema import load_results, validate
+from tn_export.checkpoint import save_checkpoint
+from tn_export.errors import UserError
+from tn_export.generator import PyramidGenerator
+
+LAYERS = ["relu1_1", "relu2_1", "relu3_1"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A 3-scale, 4-channel checkpoint (size multiple 4) and a 32x32 random texture."""
+    root = tmp_path_factory.mktemp("tiny")
+    torch.manual_seed(0)
+    generator = PyramidGenerator(scales=3, channels=4).eval()
+    meta = {"descriptor": "random", "exemplar": "texture.png", "layers": LAYERS}
+    save_checkpoint(root / "model.pt", generator, meta)
+    pixels = (np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(root / "texture.png")
+    return {"model": root / "model.pt", "texture": root / "texture.png"}
+
+
+def tiny_config(tiny: dict[str, Path], out: Path, **changes) -> BenchConfig:
+    settings = dict(
+        out=out,
+        model=tiny["model"],
+        texture=tiny["texture"],
+        sizes=[(32, 32), (32, 16)],
+        threads=1,  # one thread: no spinning thread pools fighting other jobs for the cores
+        backends=["torch", "onnxruntime-fp32", "coreml"],
+        runs=20,
+        warmup=1,
+        gatys_size=32,
+        gatys_memory_size=64,
+        gatys_iterations=3,
+        gatys_seconds=20.0,
+        samples=3,
+        peak_n=256,
+        command="tn-bench (test)",
+    )
+    return BenchConfig(**{**settings, **changes})
+
+
+@pytest.fixture(scope="module")
+def bench_dir(tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One whole benchmark run (the slow part of this file: an ONNX export), written to disk."""
+    out = tmp_path_factory.mktemp("bench")
+    cfg = tiny_config(tiny, out)
+    results = run_benchmark(cfg)
+    write_results(results, out / "results.json")
+    render(results, out, out)
+    return out
+
+
+def test_results_validate_against_schema(bench_dir: Path):
+    results = load_results(bench_dir / "results.json")
+    ok = [c for c in results["cells"] if c["status"] == "ok"]
+    assert {c["backend"] for c in ok} == {"torch", "onnxruntime-fp32"}
+    for c in ok:
+        assert len(c["times_ms"]) == 20 and c["p10_ms"] <= c["median_ms"] <= c["p90_ms"]
+        assert c["peak_rss_bytes"] > c["idle_rss_bytes"] > 0
+    torch_cell = analysis.find_cell(results, "torch", 32, 16)
+    assert torch_cell["vs_reference"]["reference"] == "onnxruntime-fp32"
+    assert torch_cell["vs_reference"]["max_abs"] < 1e-4
+    assert results["gatys"]["status"] == "ok" and results["gatys"]["memory"]["size"] == 64
+
+    broken = json.loads(json.dumps(results))
+    del broken["cells"][0]["median_ms"]
+    with pytest.raises(UserError, match="cells/0"):
+        validate(broken)
+    skipped = json.loads(json.dumps(results))
+    coreml = next(c for c in skipped["cells"] if c["backend"] == "coreml")
+    del coreml["reason"]
+    with pytest.raises(UserError, match="reason"):
+        validate(skipped)
+
+
+def test_report_renders_from_saved_results_alone(bench_dir: Path, tmp_path: Path, capsys):
+    shutil.copy(bench_dir / "results.json", tmp_path / "results.json")
+    assert main(["report", str(tmp_path / "results.json")]) == 0
+    md = (tmp_path / "report.md").read_text()
+    html = (tmp_path / "report.html").read_text()
+    results = json.loads((tmp_path / "results.json").read_text())
+    median = analysis.find_cell(results, "onnxruntime-fp32", 32, 16)["median_ms"]
+    assert f"{median:.4g}" in md and f"{median:.4g}" in html
+    for heading in ("## Targets", "## Latency", "## Memory", "## Gatys", "## Quality"):
+        assert heading in md
+    assert "data:image/png;base64," in html and "plots/latency.png" in md
+    assert (tmp_path / "plots" / "gatys_loss.png").is_file()
+    # The image files were not copied: the strip is left out, nothing else breaks.
+    assert not (tmp_path / "plots" / "strip.png").exists()
+    assert (bench_dir / "plots" / "strip.png").is_file()
+
+
+def test_coreml_is_skipped_with_reason_off_macos(bench_dir: Path):
+    if sys.platform == "darwin":
+        pytest.skip("Core ML can run on macOS")
+    results = load_results(bench_dir / "results.json")
+    coreml = [c for c in results["cells"] if c["backend"] == "coreml"]
+    assert coreml and all(c["status"] == "skipped" for c in coreml)
+    assert all("only on macOS" in c["reason"] for c in coreml)
+    assert "coreml" in (bench_dir / "report.md").read_text()
+
+
+def test_backend_whose_import_fails_is_skipped(tiny: dict[str, Path], tmp_path: Path, monkeypatch):
+    fake = tmp_path / "fake" / "onnxruntime"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('simulated: no onnxruntime here')\n")
+    monkeypatch.setenv("PYTHONPATH", str(fake.parent))
+    cfg = tiny_config(tiny, tmp_path / "out", backends=["onnxruntime-fp32"])
+    bench = Benchmark(cfg, tmp_path)
+    bench.models["onnx-fp32"] = str(tmp_path / "never-read.onnx")
+    bench.idle_baseline("onnxruntime")
+    bench.cell("onnxruntime-fp32", 32, 32)
+    (record,) = bench.results["cells"]
+    assert record["status"] == "skipped"
+    assert "ImportError: simulated: no onnxruntime here" in record["reason"]
+    assert bench.results["idle"]["onnxruntime"]["peak_rss_bytes"] is None
+
+
+def test_isolated_failure_is_failed_not_skipped(tmp_path: Path):
+    cell = Cell(
+        str(tmp_path / "missing.onnx"), "texture", 3, 8, 8, 1, 1, 1, str(tmp_path / "o.npy")
+    )
+    with pytest.raises(IsolatedError) as e:
+        run_isolated("benchmarks.backends:run_onnxruntime", {"cell": cell.__dict__}, 1)
+    assert not e.value.unavailable and "missing.onnx" in str(e.value)
+
+
+def test_time_to_parity_on_synthetic_curves():
+    times = [0.5, 1.0, 1.5, 2.0, 2.5]
+    losses = [4.0, 3.0, 2.0, 1.0, 0.5]
+    assert time_to_parity(times, losses, target=2.0) == 1.5  # reached exactly
+    assert time_to_parity(times, losses, target=1.2) == 2.0  # first point below
+    assert time_to_parity(times, [4.0, 1.0, 3.0, 0.9, 5.0], target=1.0) == 1.0  # first, not last
+    assert time_to_parity(times, losses, target=0.1) is None  # never reached
+    assert speedup(1.5, 2.5, 0.01) == {"value": pytest.approx(150), "bound": False}
+    assert speedup(None, 2.5, 0.01) == {"value": pytest.approx(250), "bound": True}
+
+
+def test_flop_counter_matches_hand_count_for_one_conv():
+    conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+    assert count_flops(conv, (2, 3, 16, 12)) == conv_flops(3, 8, 3, 16, 12, batch=2)
+    assert conv_flops(3, 8, 3, 16, 12, batch=2) == 2 * 2 * 8 * 16 * 12 * 3 * 3 * 3
+    strided = torch.nn.Conv2d(4, 6, 1)
+    assert count_flops(strided, (1, 4, 10, 10)) == 2 * 6 * 100 * 4
+
+
+def test_generator_flops_scale_with_pixels():
+    g = PyramidGenerator(scales=3, channels=4).config
+    assert generator_flops(g, 64, 64) == 4 * generator_flops(g, 32, 32)
+    assert generator_flops(g, 32, 64) == 2 * generator_flops(g, 32, 32)
+
+
+def test_seam_error_separates_tileable_from_not():
+    noise = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(0))
+    # Averaging with wrap-around neighbours keeps the image tileable but correlates neighbours.
+    tileable = sum(noise.roll((dy, dx), dims=(1, 2)) for dy in range(3) for dx in range(3)) / 9
+    ramp = torch.linspace(0, 1, 64).expand(3, 64, 64)
+    assert seam_error(tileable) == pytest.approx(1.0, abs=0.15)
+    assert seam_error(ramp) > 10
+    assert seam_error(tileable[:, :40, :40]) > 1.5  # cropped: the wrap-around edges no longer meet
+
+
+def _cell(backend: str, size: int, median_ms: float, increase_mb: float = 100, **extra) -> dict:
+    return {"backend": backend, "width": size, "height": size, "pixels": size * size,
+            "status": "ok", "median_ms": median_ms, "rss_increase_bytes": int(increase_mb * 2**20),
+            "peak_rss_bytes": int((increase_mb + 50) * 2**20), **extra}  # fmt: skip
+
+
+def test_targets_on_synthetic_results():
+    gatys_run = {"size": 256, "parity_s": 20.0, "elapsed_s": 20.0}
+    results = {
+        "config": {"gatys_size": 256},
+        "cells": [
+            _cell("onnxruntime-fp32", 256, 50.0),
+            _cell("onnxruntime-fp32", 512, 200.0, increase_mb=300),
+            _cell("onnxruntime-fp32", 1024, 800.0),
+            _cell("torch", 512, 300.0),
+            _cell("onnxruntime-int8", 512, 100.0, vs_reference={"psnr_db": 25.0}),
+        ],
+        "flops": [{"width": 512, "height": 512, "flops": 28 * 10**9}],
+        "peak": {"gflops_best": 280.0},
+        "gatys": {
+            "status": "ok",
+            "parity": gatys_run,
+            "memory": {"size": 512, "rss_increase_bytes": 1500 * 2**20, "peak_rss_bytes": 2**31},
+        },
+    }
+    t = {x.name.split(",")[0]: x for x in analysis.targets(results)}
+    parity = t["generator vs Gatys time to parity"]
+    assert (parity.status, parity.measured) == ("missed", "400x")  # 20 s / 50 ms
+    assert "1.2x short of 500x" in parity.gap
+    memory = t["peak memory"]
+    assert memory.status == "missed" and memory.measured.startswith("5x")
+    assert t["onnxruntime fp32 vs PyTorch eager"].status == "missed"  # 1.5x
+    share = t["onnxruntime fp32 share of the measured fp32 peak"]
+    assert (share.status, share.measured) == ("met", "50 %")  # 28 GFLOP / 0.2 s / 280
+    int8 = t["int8 vs fp32 (onnxruntime)"]
+    assert int8.status == "missed" and "PSNR 5.0 dB short" in int8.gap
+    linear = t["onnxruntime fp32 latency linear in pixels"]
+    assert linear.status == "undecided" and "2048" in linear.gap  # R^2 1 but only up to 1024^2
+    results["gatys"]["parity"] = {**gatys_run, "parity_s": None, "elapsed_s": 30.0}
+    assert analysis.targets(results)[0].status == "met"  # a bound of > 600x already meets 500x
+
+
+def test_linear_fit():
+    fit = analysis.linear_fit([1, 2, 3, 4], [3, 5, 7, 9])
+    assert fit.slope == pytest.approx(2) and fit.intercept == pytest.approx(1)
+    assert fit.r2 == pytest.approx(1)
+    assert analysis.linear_fit([1, 2], [1, 2]) is None  # two points always fit
+
+
+def test_cli_rejects_bad_sizes(tiny: dict[str, Path], tmp_path: Path, capsys):
+    args = ["--model", str(tiny["model"]), "--texture", str(tiny["texture"]), "-o", str(tmp_path)]
+    assert main([*args, "--sizes", "30"]) == 2
+    assert "multiples of 4" in capsys.readouterr().err
+    assert main([*args, "--sizes", "big"]) == 2
+    assert "--sizes" in capsys.readouterr().err
+    assert main([*args, "--backends", "tpu"]) == 2
+    assert "unknown backend" in capsys.readouterr().err
