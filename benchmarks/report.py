@@ -332,8 +332,9 @@ def _gatys(results: dict, figures: dict[str, bytes]) -> list[Block]:
             f"Pixels optimised from uniform noise with {g['optimizer']} (same descriptor, layers "
             f"and loss as the generator's training) until the loss first reaches the generator's "
             f"mean sample loss, {g['target_loss']:.4g}. Descriptor load and the texture's Grams "
-            f"are timed apart (setup {fmt_time(g['parity']['setup_s'])}). The loss is that of "
-            "the image clamped to [0, 1], like the generator's output."
+            f"are timed apart (setup {fmt_time(g['parity']['setup_s'])}). The pixels are "
+            "unbounded and parity is judged on their own loss, which is lower than that of the "
+            "image clamped to [0, 1] (quality table below): if anything it favours Gatys."
             + (
                 " The memory run measures peak memory at the larger size over a fixed number of "
                 "iterations (enough to fill L-BFGS's history)."
