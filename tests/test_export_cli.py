@@ -301,4 +301,16 @@ def test_parse_shapes_reads_height_by_width(text, shapes):
 
 def test_default_name_is_the_run_folder_for_model_pt_else_the_stem(tmp_path):
     assert cli.default_name(tmp_path / "bricks" / "model.pt") == "bricks"
-    assert cli.default_name(tmp_path / "pebble_model.t7") == "pebble_model"
+    assert cli.default_name(tmp_path / "bricks.png_model.t7") == "bricks"
+    assert cli.default_name(tmp_path / "pebble.t7") == "pebble"
+    assert cli.default_name(tmp_path / "red_peppers.pt") == "red_peppers"
+
+
+def test_shapes_are_the_sizes_validated(copied_onnx, small_checkpoint, tmp_path):
+    out = tmp_path / "out"
+    argv = ["--format", "onnx", str(small_checkpoint), "-o", str(out), "--shapes", "32x64,48x32"]
+    assert cli.main(argv) == 0
+    record = json.loads((out / "bricks.export.json").read_text())
+    assert (record["contract"]["min_size"], record["contract"]["max_size"]) == (32, 64)
+    (art,) = record["artifacts"]
+    assert set(art["validation"]["details"]["max_abs_error"]) == {"32x64", "48x32"}

@@ -211,9 +211,11 @@ def _load(path: Path | None) -> tuple[Checkpoint, Path]:
 
 
 def default_name(path: Path) -> str:
-    """runs/bricks/model.pt -> bricks; anything else -> its stem."""
+    """runs/bricks/model.pt -> bricks; upstream's bricks.png_model.t7 -> bricks; else the stem."""
     if path.name == "model.pt" and path.resolve().parent.name:
         return path.resolve().parent.name
+    if path.stem.endswith("_model"):
+        return Path(path.stem.removesuffix("_model")).stem or path.stem
     return path.stem
 
 
@@ -410,21 +412,15 @@ def disk_size(path: Path) -> int:
     return path.stat().st_size
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    raise AssertionError("unreachable")
+def _human(n: int) -> str:
+    if n < 1000:
+        return f"{n} B"
+    kb = n / 1000
+    return f"{kb:.1f} KB" if kb < 1000 else f"{kb / 1000:.1f} MB"
 
 
-def _verdict(art: Artifact) -> str:
-    v = art.validation
-    if v is None:
-        return "not run"
-    if v.ok is None:
-        return "NOT VERIFIED: " + v.summary
-    return v.summary
+def _verdict(v: Validation) -> str:
+    return v.summary if v.ok is not None else f"NOT VERIFIED ({v.summary})"
 
 
 def table(arts: list[Artifact]) -> str:
@@ -440,7 +436,7 @@ def table(arts: list[Artifact]) -> str:
                 str(a.path) if a.installed else f"{a.path} (not written)",
                 _human(disk_size(a.path)) if a.installed else "-",
                 io or "-",
-                _verdict(a),
+                _verdict(a.validation),
                 f"{a.seconds:.1f} s",
             )
         )
@@ -452,7 +448,6 @@ def table(arts: list[Artifact]) -> str:
 
 
 def _record(
-    cfg: ExportConfig,
     source: Path,
     contract: ModelContract,
     arts: list[Artifact],
@@ -508,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
         root.setLevel(level)
     print(table(arts))
     if any(a.installed for a in arts):
-        record = _record(cfg, source, contract, arts, argv, time.perf_counter() - start)
+        record = _record(source, contract, arts, argv, time.perf_counter() - start)
         with atomic_path(cfg.out / f"{name}.export.json") as tmp:
             tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
     failed = [a for a in arts if not a.installed]
