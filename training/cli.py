@@ -37,16 +37,24 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--tv-weight", type=float, default=d["tv_weight"].default)
         p.add_argument("--diversity-weight", type=float, default=d["diversity_weight"].default)
         p.add_argument("--norm", choices=["batch", "instance"], default="batch")
-        p.add_argument("--padding", choices=["circular", "reflect", "zero"],
-                       default="circular" if p is texture else "reflect")
+        p.add_argument(
+            "--padding",
+            choices=["circular", "reflect", "zero"],
+            default="circular" if p is texture else "reflect",
+        )
         p.add_argument("--descriptor", choices=["vgg19", "vgg16", "random"], default="vgg19")
         p.add_argument("--descriptor-weights", help="torchvision-layout VGG state dict")
-        p.add_argument("--descriptor-precision", choices=["fp32", "bf16"], default="fp32",
-                       help="bf16 autocasts the descriptor (about 2x faster on AMX CPUs)")
+        p.add_argument(
+            "--descriptor-precision",
+            choices=["fp32", "bf16"],
+            default="fp32",
+            help="bf16 autocasts the descriptor (about 2x faster on AMX CPUs)",
+        )
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
         p.add_argument("--checkpoint-every", type=int, default=d["checkpoint_every"].default)
         p.add_argument("--sample-every", type=int, default=d["sample_every"].default)
+        p.add_argument("--log-every", type=int, default=d["log_every"].default)
         p.add_argument("--resume", action="store_true", help="continue from OUT/model.pt")
         p.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
@@ -59,17 +67,33 @@ def main(argv: list[str] | None = None) -> int:
     load_image(exemplar)  # a bad exemplar fails here, before any model is built
     check_writable_dir(args.out)
     cfg = TrainConfig(
-        mode=args.mode, exemplar=exemplar, out=args.out,
+        mode=args.mode,
+        exemplar=exemplar,
+        out=args.out,
         content=args.content if args.mode == "style" else [],
-        image_size=args.image_size, batch_size=args.batch_size, iterations=args.iterations,
-        lr=args.lr, lr_decay=args.lr_decay, lr_step=args.lr_step,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        iterations=args.iterations,
+        lr=args.lr,
+        lr_decay=args.lr_decay,
+        lr_step=args.lr_step,
         layers=tuple(args.layers.split(",")) if args.layers else None,
-        content_layer=args.content_layer, style_weight=args.style_weight,
-        content_weight=args.content_weight, tv_weight=args.tv_weight,
-        diversity_weight=args.diversity_weight, norm=args.norm, padding=args.padding,
-        descriptor=args.descriptor, descriptor_weights=args.descriptor_weights,
-        descriptor_precision=args.descriptor_precision, seed=args.seed, device=args.device,
-        checkpoint_every=args.checkpoint_every, sample_every=args.sample_every, resume=args.resume,
+        content_layer=args.content_layer,
+        style_weight=args.style_weight,
+        content_weight=args.content_weight,
+        tv_weight=args.tv_weight,
+        diversity_weight=args.diversity_weight,
+        norm=args.norm,
+        padding=args.padding,
+        descriptor=args.descriptor,
+        descriptor_weights=args.descriptor_weights,
+        descriptor_precision=args.descriptor_precision,
+        seed=args.seed,
+        device=args.device,
+        checkpoint_every=args.checkpoint_every,
+        sample_every=args.sample_every,
+        log_every=args.log_every,
+        resume=args.resume,
     )
     try:
         path = train(cfg)

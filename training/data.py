@@ -38,13 +38,16 @@ def load_exemplar(path: Path) -> torch.Tensor:
 class ContentCrops:
     """Random image_size x image_size crops of content photos, resized so the shorter side fits.
 
-    All randomness comes from torch's global generator, so a resumed run draws the same crops.
+    All randomness comes from torch's global generator, so a resumed run draws the same crops
+    and every rank of a torchrun job draws the same global batch.
     """
 
     def __init__(self, paths: list[str], image_size: int) -> None:
         self.files = image_files(paths)
         if not self.files:
-            raise UserError(f"no content images in {', '.join(paths)}; pass image files or a folder")
+            raise UserError(
+                f"no content images in {', '.join(paths)}; pass image files or a folder"
+            )
         self.image_size = image_size
         for f in self.files:  # fail at start, not at iteration 900
             image = load_image(f)
@@ -54,17 +57,28 @@ class ContentCrops:
                     f"--image-size {image_size}; remove it or lower --image-size"
                 )
 
-    def crop(self, path: Path) -> torch.Tensor:
+    def crop(self, path: Path, corner: torch.Tensor) -> torch.Tensor:
+        """The crop of `path` whose top-left corner lies at `corner` (two fractions in [0, 1))
+        of the free room."""
         image = load_tensor(path)
         h, w = image.shape[-2:]
         s = self.image_size / min(h, w)
-        image = F.interpolate(image, size=(round(h * s), round(w * s)), mode="bilinear",
-                              antialias=True, align_corners=False)
+        image = F.interpolate(
+            image,
+            size=(round(h * s), round(w * s)),
+            mode="bilinear",
+            antialias=True,
+            align_corners=False,
+        )
         h, w = image.shape[-2:]
-        top = int(torch.randint(0, h - self.image_size + 1, ()))
-        left = int(torch.randint(0, w - self.image_size + 1, ()))
+        top = int(corner[0] * (h - self.image_size + 1))
+        left = int(corner[1] * (w - self.image_size + 1))
         return image[:, :, top : top + self.image_size, left : left + self.image_size]
 
-    def batch(self, size: int) -> torch.Tensor:
-        idx = torch.randint(0, len(self.files), (size,))
-        return torch.cat([self.crop(self.files[i]) for i in idx.tolist()]).clamp(0, 1)
+    def batch(self, size: int, share: slice = slice(None)) -> torch.Tensor:
+        """`size` random crops, of which only `share` (one rank's part) is loaded; the random
+        draws for all `size` are made, so every rank stays on the same random stream."""
+        files = torch.randint(0, len(self.files), (size,)).tolist()
+        corners = torch.rand(size, 2)
+        picks = list(zip(files, corners, strict=True))[share]
+        return torch.cat([self.crop(self.files[i], corner) for i, corner in picks]).clamp(0, 1)

@@ -1,4 +1,4 @@
-"""The training loop of Texture Networks: a generator learns to match a descriptor's Gram statistics."""
+"""The training loop of Texture Networks: a generator learns a descriptor's Gram statistics."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from tn_export.images import from_array, save_image
 from tn_export.losses import content_loss, diversity_loss, gram_matrix, texture_loss, tv_loss
 
 from .data import ContentCrops, load_exemplar, sha256
+from .distributed import Ranks
 
 
 class TrainingError(RuntimeError):
@@ -61,8 +62,15 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.layers is None:
             self.layers = TEXTURE_LAYERS if self.mode == "texture" else STYLE_LAYERS
-        for name in ("image_size", "batch_size", "iterations", "lr_step", "checkpoint_every",
-                     "sample_every", "log_every"):
+        for name in (
+            "image_size",
+            "batch_size",
+            "iterations",
+            "lr_step",
+            "checkpoint_every",
+            "sample_every",
+            "log_every",
+        ):
             if getattr(self, name) <= 0:
                 raise UserError(f"--{name.replace('_', '-')} must be positive")
         if self.image_size % 32:
@@ -72,19 +80,35 @@ class TrainConfig:
         if self.diversity_weight and self.batch_size < 2:
             raise UserError("--diversity-weight needs --batch-size of at least 2")
         if self.device == "cuda" and not torch.cuda.is_available():
-            raise UserError("--device cuda asked for, but no CUDA GPU is available; use --device cpu")
+            raise UserError(
+                "--device cuda asked for, but no CUDA GPU is available; use --device cpu"
+            )
 
 
 def train(cfg: TrainConfig) -> Path:
-    """Run (or resume) training; returns the path of the final checkpoint."""
+    """Run (or resume) training; returns the path of the final checkpoint. Under torchrun every
+    rank trains on its share of the global batch and rank 0 alone writes (see distributed.py)."""
+    ranks = Ranks.start(cfg.device)
+    try:
+        return _train(cfg, ranks)
+    finally:
+        ranks.close()
+
+
+def _train(cfg: TrainConfig, ranks: Ranks) -> Path:
+    share = ranks.share(cfg.batch_size)
+    if cfg.diversity_weight and share.stop - share.start < 2:
+        raise UserError("--diversity-weight needs at least 2 samples per process in --batch-size")
+    device = ranks.device
     torch.manual_seed(cfg.seed)
-    exemplar = load_exemplar(cfg.exemplar).to(cfg.device)
+    exemplar = load_exemplar(cfg.exemplar).to(device)
     crops = ContentCrops(cfg.content, cfg.image_size) if cfg.mode == "style" else None
     needs = list(cfg.layers) + ([cfg.content_layer] if crops else [])
-    descriptor = load_descriptor(cfg.descriptor, needs, cfg.descriptor_weights).to(cfg.device)
+    descriptor = load_descriptor(cfg.descriptor, needs, cfg.descriptor_weights).to(device)
     autocast = (
-        torch.autocast(cfg.device, dtype=torch.bfloat16)
-        if cfg.descriptor_precision == "bf16" else nullcontext()
+        torch.autocast(device.type, dtype=torch.bfloat16)
+        if cfg.descriptor_precision == "bf16"
+        else nullcontext()
     )
 
     def describe(images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -94,94 +118,131 @@ def train(cfg: TrainConfig) -> Path:
     with torch.no_grad():
         targets = {k: gram_matrix(v) for k, v in describe(exemplar).items() if k in cfg.layers}
 
-    generator = PyramidGenerator(cfg.mode, norm=cfg.norm, padding=cfg.padding).to(cfg.device)
+    generator = PyramidGenerator(cfg.mode, norm=cfg.norm, padding=cfg.padding).to(device)
+    model = ranks.wrap(generator)
     optimizer = torch.optim.Adam(generator.parameters(), lr=cfg.lr)
     schedule = torch.optim.lr_scheduler.StepLR(optimizer, cfg.lr_step, gamma=cfg.lr_decay)
     ckpt_path, start = cfg.out / "model.pt", 0
     if cfg.resume:
-        start = _resume(ckpt_path, generator, optimizer, schedule)
+        start = _resume(ckpt_path, generator, optimizer, schedule, ranks)
     metadata = {
-        "mode": cfg.mode, "descriptor": cfg.descriptor, "layers": list(cfg.layers),
-        "exemplar": cfg.exemplar.name, "exemplar_sha256": sha256(cfg.exemplar),
+        "mode": cfg.mode,
+        "descriptor": cfg.descriptor,
+        "layers": list(cfg.layers),
+        "exemplar": cfg.exemplar.name,
+        "exemplar_sha256": sha256(cfg.exemplar),
         "train_config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
+        "world_size": ranks.world_size,
     }
 
     def save(iteration: int, loss: float) -> None:
-        state = {"iteration": iteration, "optimizer": optimizer.state_dict(),
-                 "schedule": schedule.state_dict(), "rng": torch.get_rng_state()}
-        save_checkpoint(ckpt_path, generator, {**metadata, "iteration": iteration, "loss": loss},
-                        state)
+        state = {
+            "iteration": iteration,
+            "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(),
+            "rng": torch.get_rng_state(),
+        }
+        save_checkpoint(
+            ckpt_path, generator, {**metadata, "iteration": iteration, "loss": loss}, state
+        )
 
     generator.train()
-    loss_value, done, log = math.nan, start, open(cfg.out / "log.jsonl", "a")
-    bar = tqdm(range(start + 1, cfg.iterations + 1), initial=start, total=cfg.iterations,
-               desc=f"tn-train {cfg.mode}", dynamic_ncols=True)
+    loss_value, done = math.nan, start
+    log = open(cfg.out / "log.jsonl", "a") if ranks.is_main else None  # noqa: SIM115 (closed below)
+    bar = tqdm(
+        range(start + 1, cfg.iterations + 1),
+        initial=start,
+        total=cfg.iterations,
+        desc=f"tn-train {cfg.mode}",
+        dynamic_ncols=True,
+        disable=not ranks.is_main,
+    )
     t0 = time.perf_counter()
     try:
         for it in bar:
             if crops is None:
-                x = generator.sample_input(cfg.batch_size, cfg.image_size, cfg.image_size)
+                x = generator.sample_input(cfg.batch_size, cfg.image_size, cfg.image_size)[share]
             else:
-                x = crops.batch(cfg.batch_size)
-            x = x.to(cfg.device)
-            out = generator(x)
+                x = crops.batch(cfg.batch_size, share)
+            x = x.to(device)
+            with ranks.own_noise(cfg.seed, it) if crops else nullcontext():
+                out = model(x)
             feats = describe(out)
             terms = {"texture": cfg.style_weight * texture_loss(feats, targets, cfg.layers)}
             if crops is not None:
                 with torch.no_grad():
                     target = describe(x)[cfg.content_layer]
-                terms["content"] = cfg.content_weight * content_loss(feats[cfg.content_layer], target)
+                terms["content"] = cfg.content_weight * content_loss(
+                    feats[cfg.content_layer], target
+                )
             if cfg.tv_weight:
                 terms["tv"] = cfg.tv_weight * tv_loss(out)
             if cfg.diversity_weight:
                 terms["diversity"] = cfg.diversity_weight * diversity_loss(feats[cfg.layers[-1]])
             loss = sum(terms.values())
-            if not torch.isfinite(loss):
+            # The global batch's terms, the same on every rank: all ranks stop together on NaN.
+            means = dict(
+                zip(terms, ranks.mean(torch.stack(list(terms.values()))).tolist(), strict=True)
+            )
+            loss_value = sum(means.values())
+            if not math.isfinite(loss_value):
                 raise TrainingError(
-                    f"loss became {loss.item()} at iteration {it}; the last good checkpoint "
+                    f"loss became {loss_value} at iteration {it}; the last good checkpoint "
                     f"{ckpt_path} is kept: lower --lr (now {cfg.lr}) and --resume"
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
-            loss_value = loss.item()
             bar.set_postfix(loss=f"{loss_value:.4g}")
-            if it % cfg.log_every == 0 or it == cfg.iterations:
-                row = {"iteration": it, "loss": loss_value, "lr": schedule.get_last_lr()[0],
-                       "seconds": round(time.perf_counter() - t0, 3),
-                       **{k: v.item() for k, v in terms.items()}}
+            if log and (it % cfg.log_every == 0 or it == cfg.iterations):
+                row = {
+                    "iteration": it,
+                    "loss": loss_value,
+                    "lr": schedule.get_last_lr()[0],
+                    "seconds": round(time.perf_counter() - t0, 3),
+                    **means,
+                }
                 log.write(json.dumps(row) + "\n")
                 log.flush()
-            if it % cfg.sample_every == 0 or it == cfg.iterations:
+            if ranks.is_main and (it % cfg.sample_every == 0 or it == cfg.iterations):
                 _save_sample(generator, x, cfg.out / "samples" / f"iter_{it:06d}.png")
-            if it % cfg.checkpoint_every == 0 or it == cfg.iterations:
+            if ranks.is_main and (it % cfg.checkpoint_every == 0 or it == cfg.iterations):
                 save(it, loss_value)
             done = it
     except KeyboardInterrupt:
         # Ctrl-C: keep what was learnt up to the last finished iteration, then stop.
-        if done > start:
+        if ranks.is_main and done > start:
             save(done, loss_value)
         raise
     finally:
         bar.close()
-        log.close()
+        if log:
+            log.close()
+    ranks.barrier()  # every rank returns once rank 0's final checkpoint is written
     return ckpt_path
 
 
-def _resume(path: Path, generator, optimizer, schedule) -> int:
+def _resume(path: Path, generator, optimizer, schedule, ranks: Ranks) -> int:
+    state = ranks.from_main(lambda: _resume_state(path, generator.config))
+    generator.load_state_dict(state["generator"])
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    torch.set_rng_state(state["rng"])
+    return int(state["iteration"])
+
+
+def _resume_state(path: Path, config) -> dict:
+    """Weights and training state of the checkpoint to resume from (any number of ranks wrote it:
+    the state is the same on every rank)."""
     if not path.exists():
         raise UserError(f"--resume: there is no checkpoint {path} yet; run without --resume")
     ckpt = load_checkpoint(path)
-    if ckpt.config != generator.config:
-        raise UserError(f"--resume: {path} was trained with {ckpt.config}, not {generator.config}")
+    if ckpt.config != config:
+        raise UserError(f"--resume: {path} was trained with {ckpt.config}, not {config}")
     if not ckpt.training_state:
         raise UserError(f"--resume: {path} holds no optimizer state; start a new run")
-    generator.load_state_dict(ckpt.generator.state_dict())
-    optimizer.load_state_dict(ckpt.training_state["optimizer"])
-    schedule.load_state_dict(ckpt.training_state["schedule"])
-    torch.set_rng_state(ckpt.training_state["rng"])
-    return int(ckpt.training_state["iteration"])
+    return {"generator": ckpt.generator.state_dict(), **ckpt.training_state}
 
 
 @torch.no_grad()
