@@ -222,6 +222,19 @@ def test_validation_catches_wrong_numbers(exported):
     other = small_generator("texture", "batch", "circular", seed=1)
     v = e.validate(other)
     assert v.ok is False and v.summary.startswith("FAILED")
+    # A faulty result is told apart from a model that fp16 itself cannot hold.
+    assert v.details["pytorch_fp16_error"] < 1e-2 and "needs --precision fp32" not in v.summary
+
+
+def test_fp16_sensitivity_is_measured():
+    def contract(mode):
+        return ModelContract(mode=mode, size_multiple=SIZE_MULTIPLE, min_size=32, max_size=128)
+
+    robust = small_generator("texture", "batch", "circular")
+    # Instance norm over smooth content: tiny channel variances amplify fp16 rounding.
+    sensitive = small_generator("style", "instance", "reflect")
+    assert coreml._pytorch_fp16_error(robust, contract("texture"), (64, 64)) < 1e-3
+    assert coreml._pytorch_fp16_error(sensitive, contract("style"), (64, 64)) > 1e-2
 
 
 def test_unknown_op_is_not_verified(exported, monkeypatch):

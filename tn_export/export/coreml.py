@@ -8,6 +8,7 @@ evaluated with the numpy reference evaluator in mil_eval.
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 from collections import Counter
@@ -347,4 +348,24 @@ def validate_coreml(
         f"{'ok' if ok else 'FAILED'}: max abs error {worst:.2e} vs PyTorch "
         f"(tolerance {tolerance:.0e}, {precision}, {backend}) at {sizes}"
     )
+    if not ok and precision == "fp16":
+        own = _pytorch_fp16_error(generator, contract, validation_sizes(contract, shapes)[0])
+        details["pytorch_fp16_error"] = own
+        summary += f"; PyTorch itself in fp16 is off by {own:.2e}" + (
+            ", so this model needs --precision fp32" if own > tolerance / 2 else ""
+        )
     return Validation(ok, summary, details)
+
+
+def _pytorch_fp16_error(
+    generator: PyramidGenerator, contract: ModelContract, size: tuple[int, int]
+) -> float:
+    """What fp16 itself costs this model: PyTorch in float16 against float32, max abs error.
+
+    Tells a model that is sensitive to fp16 (a trained one with large activations and norm
+    gains) from a faulty conversion."""
+    x = example_input(contract, *size, seed=1)
+    with torch.no_grad():
+        expected = Deployable(generator)(x)
+        half = Deployable(copy.deepcopy(generator).half())(x.half()).float()
+    return float((half - expected).abs().max())
