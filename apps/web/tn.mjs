@@ -1,0 +1,270 @@
+// Texture Networks in the browser: load an exported ONNX model with onnxruntime-web (WebAssembly),
+// read its contract from the model's own metadata, synthesize textures / stylize images of any size.
+import * as ort from './node_modules/onnxruntime-web/dist/ort.wasm.min.mjs';
+
+// Local runtime files only: nothing is fetched from a CDN.
+ort.env.wasm.wasmPaths = new URL('./node_modules/onnxruntime-web/dist/', import.meta.url).href;
+// Threads need a cross-origin isolated page (serve.py sends the COOP/COEP headers).
+ort.env.wasm.numThreads = globalThis.crossOriginIsolated
+  ? Math.min(4, navigator.hardwareConcurrency || 1)
+  : 1;
+
+// WebAssembly has at most 4 GB of memory; activations of a 1024x1024 run take about 1.3 GB.
+export const BROWSER_MAX_SIDE = 1024;
+export const MIN_SIDE = 16; // as tn_export.runtime: smaller outputs are padding more than picture
+
+const PREFIX = 'tn_export.';
+
+// onnxruntime-web does not expose an ONNX model's metadata_props, so read them from the file:
+// ModelProto field 14 (repeated StringStringEntryProto {1: key, 2: value}). Other fields, the
+// graph and its weights included, are skipped by their length without being decoded.
+export function readMetadata(bytes) {
+  let pos = 0;
+  const varint = () => {
+    let value = 0;
+    let scale = 1;
+    let byte;
+    do {
+      if (pos >= bytes.length) throw new Error('truncated protobuf');
+      byte = bytes[pos++];
+      value += (byte & 0x7f) * scale;
+      scale *= 128;
+    } while (byte & 0x80);
+    return value;
+  };
+  const skip = (wire) => {
+    if (wire === 0) varint();
+    else if (wire === 1) pos += 8;
+    else if (wire === 2) {
+      const length = varint(); // read before `pos +=`, which would capture the old position
+      pos += length;
+    }
+    else if (wire === 5) pos += 4;
+    else throw new Error(`unexpected protobuf wire type ${wire}`);
+    if (pos > bytes.length) throw new Error('truncated protobuf');
+  };
+  const decoder = new TextDecoder();
+  const props = {};
+  while (pos < bytes.length) {
+    const key = varint();
+    if (key >>> 3 !== 14 || (key & 7) !== 2) {
+      skip(key & 7);
+      continue;
+    }
+    const end = varint() + pos;
+    const entry = ['', ''];
+    while (pos < end) {
+      const inner = varint();
+      const field = inner >>> 3;
+      if ((inner & 7) === 2 && (field === 1 || field === 2)) {
+        const length = varint();
+        entry[field - 1] = decoder.decode(bytes.subarray(pos, pos + length));
+        pos += length;
+      } else {
+        skip(inner & 7);
+      }
+    }
+    props[entry[0]] = entry[1];
+  }
+  return props;
+}
+
+// The contract as tn_export.contract.ModelContract.to_metadata wrote it (every key is present).
+export function readContract(bytes, source) {
+  let meta;
+  try {
+    meta = readMetadata(bytes);
+  } catch (e) {
+    throw new Error(`${source} is not an ONNX file (${e.message}); export it with tn-export`);
+  }
+  const get = (key) => {
+    const value = meta[PREFIX + key];
+    if (value === undefined) {
+      throw new Error(`${source} lacks tn-export metadata "${key}"; re-export it with tn-export`);
+    }
+    return value;
+  };
+  if (meta[PREFIX + 'mode'] === undefined) {
+    throw new Error(`${source} has no tn-export metadata (not exported by tn-export?)`);
+  }
+  const int = (key) => {
+    const value = Number(get(key));
+    if (!Number.isInteger(value) || value < 1) {
+      throw new Error(`${source} has malformed tn-export metadata ${key}=${get(key)}`);
+    }
+    return value;
+  };
+  const contract = {
+    mode: get('mode'),
+    noiseDepth: int('noise_depth'),
+    sizeMultiple: int('size_multiple'),
+    minSize: int('min_size'),
+    maxSize: int('max_size'),
+    inputName: get('input_name'),
+    outputName: get('output_name'),
+    layout: get('layout'),
+    channelOrder: get('channel_order'),
+    name: get('name'),
+    description: get('description'),
+    formatVersion: int('format_version'),
+  };
+  if (contract.formatVersion > 1) {
+    throw new Error(`${source} was exported by a newer tn-export; update this page`);
+  }
+  if (contract.layout !== 'NCHW' || contract.channelOrder !== 'RGB') {
+    throw new Error(`${source} is ${contract.layout} ${contract.channelOrder}; NCHW RGB expected`);
+  }
+  if (!['texture', 'style'].includes(contract.mode)) {
+    throw new Error(`${source} has an unknown mode "${contract.mode}"`);
+  }
+  return contract;
+}
+
+// Deterministic N(0, 1) noise for a seed (mulberry32 + Box-Muller). Not numpy's stream: the same
+// seed gives the same texture in this page, not the same one as tn-run.
+export function gaussianNoise(count, seed) {
+  let state = seed >>> 0;
+  const uniform = () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return (((t ^ (t >>> 14)) >>> 0) + 0.5) / 4294967296;
+  };
+  const out = new Float32Array(count);
+  for (let i = 0; i < count; i += 2) {
+    const radius = Math.sqrt(-2 * Math.log(uniform()));
+    const angle = 2 * Math.PI * uniform();
+    out[i] = radius * Math.cos(angle);
+    if (i + 1 < count) out[i + 1] = radius * Math.sin(angle);
+  }
+  return out;
+}
+
+// Reflect-pad (no edge repeat, as numpy's "reflect") a CHW image to height x width.
+function reflectPad(rgb, h, w, height, width) {
+  const mirror = (i, n) => {
+    const period = 2 * (n - 1);
+    if (period === 0) return 0;
+    const r = i % period;
+    return r < n ? r : period - r;
+  };
+  const out = new Float32Array(3 * height * width);
+  for (let c = 0; c < 3; c++) {
+    for (let y = 0; y < height; y++) {
+      const row = (c * h + mirror(y, h)) * w;
+      for (let x = 0; x < width; x++) out[(c * height + y) * width + x] = rgb[row + mirror(x, w)];
+    }
+  }
+  return out;
+}
+
+function crop(rgb, height, width, h, w) {
+  const out = new Float32Array(3 * h * w);
+  for (let c = 0; c < 3; c++) {
+    for (let y = 0; y < h; y++) {
+      const from = (c * height + y) * width;
+      out.set(rgb.subarray(from, from + w), (c * h + y) * w);
+    }
+  }
+  return out;
+}
+
+export class TextureNetwork {
+  constructor(session, contract, source) {
+    this.session = session;
+    this.contract = contract;
+    this.source = source;
+  }
+
+  static async load(bytes, source) {
+    const contract = readContract(bytes, source);
+    const session = await ort.InferenceSession.create(bytes, {
+      executionProviders: ['wasm'],
+      graphOptimizationLevel: 'all',
+    });
+    if (!session.inputNames.includes(contract.inputName)) {
+      throw new Error(`${source} has no input "${contract.inputName}"; re-export it`);
+    }
+    if (!session.outputNames.includes(contract.outputName)) {
+      throw new Error(`${source} has no output "${contract.outputName}"; re-export it`);
+    }
+    return new TextureNetwork(session, contract, source);
+  }
+
+  get maxSide() {
+    return Math.min(this.contract.maxSize, BROWSER_MAX_SIDE);
+  }
+
+  // The smallest size the model runs that holds `length` pixels.
+  padded(length) {
+    const { sizeMultiple: m, minSize } = this.contract;
+    return Math.max(Math.ceil(length / m) * m, minSize);
+  }
+
+  checkSize(width, height) {
+    for (const [name, value] of [['width', width], ['height', height]]) {
+      if (!Number.isInteger(value) || value < MIN_SIDE || value > this.maxSide) {
+        throw new Error(`${name} ${value} must be a whole number from ${MIN_SIDE} to ${this.maxSide}`);
+      }
+    }
+  }
+
+  async run(data, channels, height, width) {
+    const { inputName, outputName } = this.contract;
+    const input = new ort.Tensor('float32', data, [1, channels, height, width]);
+    const outputs = await this.session.run({ [inputName]: input });
+    const image = outputs[outputName];
+    const result = image.data.slice();
+    input.dispose?.();
+    image.dispose?.();
+    return result;
+  }
+
+  // A width x height texture: from a seed, or from given noise at the padded size
+  // (1, noise_depth, padded(height), padded(width)), which is how the tests compare with Python.
+  async synthesize(width, height, { seed = 0, noise = null } = {}) {
+    if (this.contract.mode !== 'texture') {
+      throw new Error(`${this.source} is a style model: choose an image to stylize`);
+    }
+    this.checkSize(width, height);
+    const ph = this.padded(height);
+    const pw = this.padded(width);
+    const count = this.contract.noiseDepth * ph * pw;
+    if (noise && noise.length !== count) {
+      throw new Error(`noise has ${noise.length} values, ${count} expected for ${pw}x${ph}`);
+    }
+    const out = await this.run(noise ?? gaussianNoise(count, seed), this.contract.noiseDepth, ph, pw);
+    return { width, height, rgb: crop(out, ph, pw, height, width) };
+  }
+
+  // Stylize an ImageData (at most maxSide per side: scale it first).
+  async stylize(imageData) {
+    if (this.contract.mode !== 'style') {
+      throw new Error(`${this.source} is a texture model: generate a texture instead`);
+    }
+    const { width, height, data } = imageData;
+    this.checkSize(width, height);
+    const rgb = new Float32Array(3 * width * height);
+    for (let i = 0; i < width * height; i++) {
+      for (let c = 0; c < 3; c++) rgb[c * width * height + i] = data[4 * i + c] / 255;
+    }
+    const ph = this.padded(height);
+    const pw = this.padded(width);
+    const out = await this.run(reflectPad(rgb, height, width, ph, pw), 3, ph, pw);
+    return { width, height, rgb: crop(out, ph, pw, height, width) };
+  }
+}
+
+// Planar RGB in [0, 1] -> ImageData for a canvas.
+export function toImageData({ width, height, rgb }) {
+  const pixels = new Uint8ClampedArray(4 * width * height);
+  const plane = width * height;
+  for (let i = 0; i < plane; i++) {
+    pixels[4 * i] = rgb[i] * 255;
+    pixels[4 * i + 1] = rgb[plane + i] * 255;
+    pixels[4 * i + 2] = rgb[2 * plane + i] * 255;
+    pixels[4 * i + 3] = 255;
+  }
+  return new ImageData(pixels, width, height);
+}

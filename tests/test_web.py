@@ -1,0 +1,136 @@
+"""apps/web in a real headless Chromium: the bundled model generates what Python onnxruntime does.
+
+Needs Debian's chromium and `npm ci` in apps/web (.ci/setup-browser installs both); skipped, with
+the reason, where they are missing. Screenshots are kept in the folder each test prints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from test_runtime import export_small, photo, tiny_onnx
+
+from tn_export import runtime
+
+WEB = Path(__file__).resolve().parents[1] / "apps" / "web"
+CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
+TOLERANCE = 1e-3  # max abs difference in [0, 1]
+
+
+def _missing() -> str | None:
+    if not CHROMIUM.is_file():
+        return f"{CHROMIUM} is missing (run .ci/setup-browser or set $CHROMIUM)"
+    if shutil.which("node") is None:
+        return "node is missing (run .ci/setup-browser)"
+    for package in ("onnxruntime-web", "playwright-core"):
+        if not (WEB / "node_modules" / package / "package.json").is_file():
+            return f"apps/web/node_modules/{package} is missing (run npm ci in apps/web)"
+    return None
+
+
+pytestmark = pytest.mark.skipif(_missing() is not None, reason=_missing() or "")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """(page origin, folder served at /models/) with the bundled model exported to ONNX there."""
+    from tn_export.export.cli import main as export_main
+
+    models = tmp_path_factory.mktemp("web-models")
+    assert export_main(["--format", "onnx", "-o", str(models)]) == 0
+    export_small(tmp_path_factory.getbasetemp() / "runtime-models", "style")
+    shutil.copy(tmp_path_factory.getbasetemp() / "runtime-models" / "small_style.onnx", models)
+    server = subprocess.Popen(
+        [sys.executable, str(WEB / "serve.py"), "--port", "0", "--models", str(models)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        line = server.stdout.readline()
+        assert line.startswith("serving http://127.0.0.1:"), line
+        yield line.split()[1].rstrip("/"), models
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def browse(url: str, out: Path, image: Path | None = None) -> tuple[int, dict]:
+    """Run the Playwright driver; returns its exit status and summary (screenshot in `out`)."""
+    out.mkdir(parents=True, exist_ok=True)
+    command = ["node", str(WEB / "tests" / "e2e.mjs"), url, str(out)]
+    done = subprocess.run([*command, *([str(image)] if image else [])], cwd=WEB, timeout=300)
+    print(f"browser artifacts: {out}")
+    return done.returncode, json.loads((out / "summary.json").read_text())
+
+
+def test_bundled_model_in_the_browser_matches_python_onnxruntime(served, tmp_path):
+    origin, models = served
+    model = runtime.load(models / "red_peppers.onnx")
+    noise = np.random.default_rng(0).standard_normal((1, 3, 256, 256), dtype=np.float32)
+    noise.astype("<f4").tofile(models / "noise.bin")
+    url = f"{origin}/index.html?model=/models/red_peppers.onnx&size=256x256&noise=/models/noise.bin"
+
+    start = time.perf_counter()
+    code, summary = browse(url, tmp_path / "texture")
+    wall = time.perf_counter() - start
+    assert code == 0, summary
+    web = np.fromfile(tmp_path / "texture" / "out.bin", "<f4").reshape(3, 256, 256)
+    python = model.run(noise)[0]
+    difference = float(np.abs(web - python).max())
+    print(f"browser vs Python max abs difference {difference:.2e}; browser test {wall:.1f} s")
+    assert python.std() > 0.05  # a real texture, not a flat image
+    assert difference <= TOLERANCE
+    assert summary["foreign"] == [] and summary["errors"] == []
+    assert summary["download"]["width"] == 256 and summary["download"]["height"] == 256
+    assert (tmp_path / "texture" / "screenshot.png").stat().st_size > 10_000
+
+
+def test_the_page_pads_and_crops_any_size_from_a_seed(served, tmp_path):
+    origin, _ = served
+    code, summary = browse(
+        f"{origin}/index.html?model=/models/red_peppers.onnx&size=100x60&seed=5&run=1",
+        tmp_path / "seeded",
+    )
+    assert code == 0, summary
+    rgb = np.fromfile(tmp_path / "seeded" / "out.bin", "<f4").reshape(3, 60, 100)
+    assert summary["download"] == {
+        "name": "red_peppers-100x60-seed5.png",
+        "width": 100,
+        "height": 60,
+    }
+    assert rgb.std() > 0.05 and rgb.min() >= 0 and rgb.max() <= 1
+
+
+def test_a_style_model_stylizes_a_chosen_image_as_python_does(served, tmp_path):
+    origin, models = served
+    picture = tmp_path / "photo.png"
+    photo(100, 70).save(picture)
+    code, summary = browse(
+        f"{origin}/index.html?model=/models/small_style.onnx", tmp_path / "style", picture
+    )
+    assert code == 0, summary
+    web = np.fromfile(tmp_path / "style" / "out.bin", "<f4").reshape(3, 70, 100)
+    model = runtime.load(models / "small_style.onnx")
+    # The runtime's own padded run of the whole picture as one tile, cropped back.
+    image = Image.open(picture).convert("RGB")
+    python = model._stylize_tile(image, 0, 0, model.padded(100), model.padded(70))[:, :70, :100]
+    assert float(np.abs(web - python).max()) <= TOLERANCE
+
+
+def test_a_foreign_model_is_a_clear_error_on_the_page(served, tmp_path):
+    origin, models = served
+    tiny_onnx(models / "foreign.onnx", 4, {"author": "someone else"})
+    code, summary = browse(f"{origin}/index.html?model=/models/foreign.onnx", tmp_path / "foreign")
+    assert code == 1 and summary["state"] == "error"
+    assert "has no tn-export metadata" in summary["status"]

@@ -1,0 +1,165 @@
+"""tn-run: generate textures or stylize photos with an exported model (onnxruntime, no torch)."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import secrets
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ..atomic import check_writable_dir
+from ..errors import UserError, cli_entry
+from ..images import _SAVE_FORMATS, image_files, load_image, save_image
+from . import DEFAULT_TILE_PIXELS, Model, load
+
+
+def _size(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"\s*(\d{1,9})\s*[xX]\s*(\d{1,9})\s*", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"size {text!r} must be WIDTHxHEIGHT, e.g. 1024x768")
+    return int(match[1]), int(match[2])
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tn-run", description="Run an exported Texture Networks model with onnxruntime."
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("model", type=Path, help="an .onnx file exported by tn-export")
+    common.add_argument(
+        "--providers",
+        type=lambda s: [p.strip() for p in s.split(",") if p.strip()],
+        help="onnxruntime execution providers in order, comma-separated "
+        "(default: every local one available, e.g. CPUExecutionProvider)",
+    )
+    common.add_argument("--threads", type=int, help="intra-op threads (default: onnxruntime's)")
+    common.add_argument("--debug", action="store_true", help="show tracebacks")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    synth = commands.add_parser(
+        "synthesize", parents=[common], help="texture models: noise -> texture of any size"
+    )
+    synth.add_argument("--size", type=_size, required=True, help="WIDTHxHEIGHT, e.g. 1000x744")
+    synth.add_argument("--seed", type=int, help="same seed, same texture (default: random)")
+    synth.add_argument("--count", type=int, default=1, help="number of textures (default 1)")
+    synth.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        help="output image (.png, .jpg, .webp); with --count N: NAME-1.png ... NAME-N.png",
+    )
+
+    style = commands.add_parser(
+        "stylize", parents=[common], help="style models: restyle photos of any size"
+    )
+    style.add_argument("inputs", type=Path, nargs="+", help="images and/or folders of images")
+    style.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        help="output image for one input; a folder for several (names and formats kept)",
+    )
+    style.add_argument(
+        "--tile-pixels",
+        type=int,
+        default=DEFAULT_TILE_PIXELS,
+        help="largest tile run at once; bigger images are tiled to bound memory "
+        f"(default {DEFAULT_TILE_PIXELS})",
+    )
+    return parser
+
+
+def _check_output_name(path: Path) -> None:
+    if path.suffix.lower() not in _SAVE_FORMATS:
+        raise UserError(f"cannot write {path}: use a .png, .jpg or .webp output name")
+
+
+def _synthesize(model: Model, args: argparse.Namespace) -> None:
+    _check_output_name(args.output)
+    width, height = args.size
+    seed = secrets.randbits(32) if args.seed is None else args.seed
+    if args.count == 1:
+        outputs = [args.output]
+    else:
+        outputs = [
+            args.output.with_name(f"{args.output.stem}-{i}{args.output.suffix}")
+            for i in range(1, args.count + 1)
+        ]
+    check_writable_dir(args.output.parent)
+    start = time.perf_counter()
+    # One texture at a time: memory stays that of one sample whatever --count is.
+    for path, image in zip(outputs, model.textures(width, height, seed=seed), strict=False):
+        save_image(image, path)
+    took = time.perf_counter() - start
+    names = str(outputs[0]) if len(outputs) == 1 else f"{outputs[0]} .. {outputs[-1]}"
+    print(f"wrote {names} ({width}x{height}, seed {seed}) in {took:.2f} s")
+
+
+def _stylize_targets(inputs: list[Path], output: Path) -> list[tuple[Path, Path]]:
+    """(input, output) pairs: one file to one file, anything else into the folder `output`."""
+    files = image_files(inputs)
+    if not files:
+        raise UserError(f"no images found in {', '.join(map(str, inputs))}; pass image files")
+    if len(inputs) == 1 and not inputs[0].is_dir() and output.suffix:
+        _check_output_name(output)
+        if output.resolve() == files[0].resolve():
+            raise UserError(f"output {output} is the input itself; choose another -o")
+        return [(files[0], output)]
+    if output.suffix.lower() in _SAVE_FORMATS:
+        raise UserError(f"several inputs need a folder for -o, not the image name {output}")
+    pairs = []
+    for f in files:
+        suffix = f.suffix if f.suffix.lower() in _SAVE_FORMATS else ".png"
+        pairs.append((f, output / (f.stem + suffix)))
+    seen: dict[Path, Path] = {}
+    for source, target in pairs:
+        if target in seen:
+            raise UserError(
+                f"{seen[target]} and {source} would both be written to {target}; "
+                "stylize them into different folders"
+            )
+        seen[target] = source
+    return pairs
+
+
+def _stylize(model: Model, args: argparse.Namespace) -> None:
+    pairs = _stylize_targets(args.inputs, args.output)
+    check_writable_dir(pairs[0][1].parent)
+    start = time.perf_counter()
+    failed = 0
+    for source, target in tqdm(pairs, unit="image", disable=len(pairs) < 2, file=sys.stderr):
+        try:
+            save_image(model.stylize(load_image(source)), target)
+        except UserError as e:
+            if len(pairs) == 1:
+                raise
+            failed += 1
+            tqdm.write(f"tn-run: skipped: {e}", file=sys.stderr)
+    took = time.perf_counter() - start
+    if failed:
+        raise UserError(f"{failed} of {len(pairs)} images could not be stylized (listed above)")
+    where = pairs[0][1] if len(pairs) == 1 else f"{len(pairs)} images into {args.output}"
+    print(f"wrote {where} in {took:.2f} s")
+
+
+@cli_entry("tn-run")
+def main(argv: list[str] | None = None) -> int:
+    """tn-run synthesize MODEL --size WxH -o OUT | tn-run stylize MODEL INPUT... -o OUT."""
+    args = _parser().parse_args(argv)
+    if args.command == "synthesize" and args.count < 1:
+        raise UserError(f"--count must be at least 1, not {args.count}")
+    tile_pixels = getattr(args, "tile_pixels", DEFAULT_TILE_PIXELS)
+    model = load(
+        args.model, providers=args.providers, threads=args.threads, tile_pixels=tile_pixels
+    )
+    if args.command == "synthesize":
+        _synthesize(model, args)
+    else:
+        _stylize(model, args)
+    return 0
