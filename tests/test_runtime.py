@@ -195,9 +195,9 @@ def test_textures_iterate_lazily_one_at_a_time(texture, monkeypatch):
 
 
 def test_wrong_mode_calls_are_clear_errors(texture, style):
-    with pytest.raises(UserError, match=r"texture model: use synthesize\(width, height\)"):
+    with pytest.raises(UserError, match=r"texture model: it synthesizes textures \(tn-run synth"):
         texture.stylize(photo(64, 64))
-    with pytest.raises(UserError, match=r"style model: use stylize\(image\)"):
+    with pytest.raises(UserError, match="style model: it stylizes images .* only texture models"):
         style.synthesize(64, 64)
     with pytest.raises(UserError, match="Pillow image"):
         style.stylize(np.zeros((64, 64, 3), np.uint8))
