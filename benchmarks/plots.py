@@ -9,14 +9,15 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
+import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from .analysis import HEADLINE, MIB, find_cell, ok_cells, scaling_fits  # noqa: E402
 
 
-def _png(fig) -> bytes:
+def _png(fig, dpi: int = 110) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return buf.getvalue()
 
@@ -38,10 +39,9 @@ def latency(results: dict) -> bytes | None:
         ]
         line = ax.errorbar(mp, med, yerr=err, marker="o", ls="none", capsize=3, label=backend)
         fit = fits[backend]["latency"]
-        if fit:
-            xs = [fit.min_pixels, fit.max_pixels]
-            ys = [fit.slope * x + fit.intercept for x in xs]
-            ax.plot([x / 1e6 for x in xs], ys, color=line[0].get_color(), lw=1, alpha=0.6)
+        if fit:  # a line with an intercept is a curve on log axes: draw it point by point
+            xs = np.geomspace(fit.min_pixels, fit.max_pixels, 50)
+            ax.plot(xs / 1e6, fit.slope * xs + fit.intercept, color=line[0].get_color(), lw=1)
     ax.set(xscale="log", yscale="log", xlabel="megapixels", ylabel="latency, ms (median, p10-p90)")
     ax.set_title("Generator latency against image size (lines: linear fits)")
     ax.grid(True, which="both", alpha=0.3)
@@ -126,4 +126,4 @@ def image_strip(results: dict, base: Path) -> bytes | None:
             ax.imshow(im.convert("RGB"))
         ax.set_title(label, fontsize=9)
         ax.axis("off")
-    return _png(fig)
+    return _png(fig, dpi=80)  # photographs compress poorly: keep the committed report small

@@ -453,7 +453,9 @@ _CSS = (
 
 
 def _inline(text: str) -> str:
-    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+    """The markdown a closing note uses inline: `code` and **bold**."""
+    text = re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+    return re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
 
 
 def to_html(blocks: list[Block], figures: dict[str, bytes]) -> str:
