@@ -39,11 +39,13 @@ def texture(tmp_path_factory) -> Path:
 
 def texture_args(texture: Path, out: Path, iterations: int, *extra: str) -> list[str]:
     # Instance norm: PyTorch's SyncBatchNorm is GPU-only, so on CPU batch norm statistics are
-    # per rank and only instance norm can equal the single-process run.
+    # per rank and only instance norm can equal the single-process run. fp32: bf16 rounds the
+    # same sums differently when the batch is split.
     return [
         "texture", "--texture", str(texture), "-o", str(out), "--descriptor", "random",
         "--image-size", "64", "--batch-size", "4", "--norm", "instance", "--lr", "0.02",
-        "--iterations", str(iterations), "--log-every", "1", "--sample-every", "2", *extra,
+        "--iterations", str(iterations), "--log-every", "1", "--sample-every", "2",
+        "--descriptor-precision", "fp32", "--generator-precision", "fp32", *extra,
     ]  # fmt: skip
 
 

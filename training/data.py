@@ -36,7 +36,7 @@ def load_exemplar(path: Path) -> torch.Tensor:
 
 
 class ContentCrops:
-    """Random image_size x image_size crops of content photos, resized so the shorter side fits.
+    """Random image_size x image_size crops of content photos at random scales, mirrored at random.
 
     All randomness comes from torch's global generator, so a resumed run draws the same crops
     and every rank of a torchrun job draws the same global batch.
@@ -57,12 +57,14 @@ class ContentCrops:
                     f"--image-size {image_size}; remove it or lower --image-size"
                 )
 
-    def crop(self, path: Path, corner: torch.Tensor) -> torch.Tensor:
-        """The crop of `path` whose top-left corner lies at `corner` (two fractions in [0, 1))
-        of the free room."""
+    def crop(self, path: Path, draw: torch.Tensor) -> torch.Tensor:
+        """The crop of `path` that `draw` (four uniform numbers in [0, 1)) picks: the scale (the
+        shorter side between image_size and the smaller of twice that and its own), the top and
+        left corner within the free room, and a mirror flip. A few photos give many crops."""
         image = load_tensor(path)
-        h, w = image.shape[-2:]
-        s = self.image_size / min(h, w)
+        size, (h, w) = self.image_size, image.shape[-2:]
+        shorter = size + float(draw[0]) * (min(h, w, 2 * size) - size)
+        s = shorter / min(h, w)
         image = F.interpolate(
             image,
             size=(round(h * s), round(w * s)),
@@ -71,14 +73,15 @@ class ContentCrops:
             align_corners=False,
         )
         h, w = image.shape[-2:]
-        top = int(corner[0] * (h - self.image_size + 1))
-        left = int(corner[1] * (w - self.image_size + 1))
-        return image[:, :, top : top + self.image_size, left : left + self.image_size]
+        top = int(draw[1] * (h - size + 1))
+        left = int(draw[2] * (w - size + 1))
+        crop = image[:, :, top : top + size, left : left + size]
+        return crop.flip(-1) if draw[3] < 0.5 else crop
 
     def batch(self, size: int, share: slice = slice(None)) -> torch.Tensor:
         """`size` random crops, of which only `share` (one rank's part) is loaded; the random
         draws for all `size` are made, so every rank stays on the same random stream."""
         files = torch.randint(0, len(self.files), (size,)).tolist()
-        corners = torch.rand(size, 2)
-        picks = list(zip(files, corners, strict=True))[share]
-        return torch.cat([self.crop(self.files[i], corner) for i, corner in picks]).clamp(0, 1)
+        draws = torch.rand(size, 4)
+        picks = list(zip(files, draws, strict=True))[share]
+        return torch.cat([self.crop(self.files[i], draw) for i, draw in picks]).clamp(0, 1)
