@@ -93,6 +93,9 @@ def test_texture_loss_is_zero_at_the_target_and_positive_elsewhere():
 def test_content_and_tv_losses():
     x = torch.rand(1, 3, 8, 8)
     assert content_loss(x, x).item() == 0.0
+    # Relative: scaling both activations leaves it unchanged, so weights mean the same per layer.
+    y = torch.rand(1, 3, 8, 8)
+    assert content_loss(100 * x, 100 * y).item() == pytest.approx(content_loss(x, y).item())
     assert tv_loss(torch.ones(1, 3, 8, 8)).item() == 0.0
     assert tv_loss(x).item() > 0.0
 

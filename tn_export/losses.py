@@ -37,8 +37,11 @@ def texture_loss(
 
 
 def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean squared difference of activations at the content layer (relu4_2 by default)."""
-    return F.mse_loss(features, target)
+    """Mean squared difference of activations at the content layer (relu4_2 by default), divided
+    by the mean square of the target's, so that it is about 1 for an unrelated image like
+    texture_loss's layers: VGG's raw activations there are in the tens, which would otherwise make
+    --content-weight drown the style term by four orders of magnitude."""
+    return F.mse_loss(features, target) / target.pow(2).mean().clamp_min(1e-12)
 
 
 def tv_loss(image: torch.Tensor) -> torch.Tensor:

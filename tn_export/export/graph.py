@@ -16,7 +16,8 @@ class Deployable(nn.Module):
 
     def __init__(self, generator: PyramidGenerator) -> None:
         super().__init__()
-        self.generator = generator.eval()
+        self.generator = generator
+        self.eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.generator(x).clamp(0.0, 1.0)
