@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from tn_export.checkpoint import save_checkpoint
-from tn_export.export import cli, coreml, validate
+from tn_export.export import cli, coreml, graph
 from tn_export.export.graph import Validation
 from tn_export.export.validate import session
 from tn_export.generator import PyramidGenerator
@@ -226,7 +226,7 @@ def test_a_validation_failure_exits_1_and_leaves_nothing_behind(
     out = tmp_path / "out"
     out.mkdir()
     (out / "bricks.onnx").write_bytes(b"an earlier good export")
-    monkeypatch.setitem(validate.MAX_ABS_ERROR, "fp32", 0.0)  # no real model can meet it
+    monkeypatch.setitem(graph.MAX_ABS_ERROR, "fp32", 0.0)  # no real model can meet it
     assert cli.main(["--format", "onnx", str(small_checkpoint), "-o", str(out), *SMALL]) == 1
     captured = capsys.readouterr()
     assert "FAILED" in captured.out and "(not written)" in captured.out

@@ -22,13 +22,10 @@ from .. import __version__
 from ..contract import ModelContract
 from ..errors import UserError
 from ..generator import PyramidGenerator
-from .graph import Deployable, Validation, dynamic_shapes, example_input
+from .graph import Deployable, Validation, dynamic_shapes, example_input, judge, psnr
 from .mil_eval import UnsupportedOpError, evaluate, load_program
 
 PRECISIONS = {"fp16": ct.precision.FLOAT16, "fp32": ct.precision.FLOAT32}
-# Max abs error against PyTorch on [0, 1] outputs. fp32: the program's float32 arithmetic is
-# summed in another order than PyTorch's; 1e-4 as for ONNX.
-TOLERANCES = {"fp16": 1e-2, "fp32": 1e-4}
 MAX_ENUMERATED_SHAPES = 128  # Core ML's limit for EnumeratedShapes
 DEFAULT_SIZE = 256
 AUTHOR = "tn-export (Texture Networks, Ulyanov et al. 2016)"
@@ -314,11 +311,11 @@ def validate_coreml(
     if problems:
         return Validation(False, "spec: " + "; ".join(problems), {"spec": problems})
     details: dict = {"precision": precision}
-    tolerance = TOLERANCES[precision]
+    slack = 0.0
     if sys.platform == "darwin":
         backend, predict = "Core ML", _coreml_predictor(path, contract, image_io)
         if image_io:
-            tolerance += 0.5 / 255.0  # the output image holds whole 0..255 pixels
+            slack = 0.5 / 255.0  # the output image holds whole 0..255 pixels
     else:
         program = load_program(path)
         details["ops"] = dict(Counter(op.op_type for op in program.functions["main"].operations))
@@ -327,9 +324,9 @@ def validate_coreml(
         def predict(x: np.ndarray) -> np.ndarray:
             return evaluate(program, {contract.input_name: x})[contract.output_name]
 
-    details |= {"backend": backend, "tolerance": tolerance}
+    details["backend"] = backend
     reference = Deployable(generator)
-    errors = {}
+    errors, psnrs = {}, {}
     try:
         for h, w in validation_sizes(contract, shapes):
             fed, x = _validation_input(contract, h, w, _image_input(contract, image_io))
@@ -337,30 +334,30 @@ def validate_coreml(
                 expected = reference(x).numpy()
             got = predict(fed).astype(np.float32) / (255.0 if image_io else 1.0)
             errors[f"{h}x{w}"] = float(np.abs(got - expected).max())
+            psnrs[f"{h}x{w}"] = psnr(got, expected)
     except UnsupportedOpError as e:
         summary = f"not verified: {e}; the Core ML model's numbers were NOT checked"
         return Validation(None, summary, details)
-    details["max_abs_error"] = errors
-    worst = max(errors.values())
-    ok = worst <= tolerance
-    sizes = ", ".join(errors)
+    details |= {"max_abs_error": errors, "psnr_db": psnrs}
+    ok, verdict, bound = judge(precision, errors, psnrs, slack)
+    details |= bound
     summary = (
-        f"{'ok' if ok else 'FAILED'}: max abs error {worst:.2e} vs PyTorch "
-        f"(tolerance {tolerance:.0e}, {precision}, {backend}) at {sizes}"
+        f"{'ok' if ok else 'FAILED'}: {verdict} vs PyTorch ({precision}, {backend}) "
+        f"at {', '.join(errors)}"
     )
     if not ok and precision == "fp16":
-        own = _pytorch_fp16_error(generator, contract, validation_sizes(contract, shapes)[0])
-        details["pytorch_fp16_error"] = own
-        summary += f"; PyTorch itself in fp16 is off by {own:.2e}" + (
-            ", so this model needs --precision fp32" if own > tolerance / 2 else ""
+        own = _pytorch_fp16_psnr(generator, contract, validation_sizes(contract, shapes)[0])
+        details["pytorch_fp16_psnr_db"] = own
+        summary += f"; PyTorch itself in fp16 reaches {own:.1f} dB" + (
+            ", so this model needs --precision fp32" if own < bound["min_psnr_db"] + 3 else ""
         )
     return Validation(ok, summary, details)
 
 
-def _pytorch_fp16_error(
+def _pytorch_fp16_psnr(
     generator: PyramidGenerator, contract: ModelContract, size: tuple[int, int]
 ) -> float:
-    """What fp16 itself costs this model: PyTorch in float16 against float32, max abs error.
+    """What fp16 itself costs this model: PyTorch in float16 against float32, PSNR in dB.
 
     Tells a model that is sensitive to fp16 (a trained one with large activations and norm
     gains) from a faulty conversion."""
@@ -368,4 +365,4 @@ def _pytorch_fp16_error(
     with torch.no_grad():
         expected = Deployable(generator)(x)
         half = Deployable(copy.deepcopy(generator).half())(x.half()).float()
-    return float((half - expected).abs().max())
+    return psnr(half.numpy(), expected.numpy())

@@ -1,8 +1,7 @@
 """Check an exported ONNX or ORT-format file with onnxruntime against PyTorch before it ships.
 
-fp32 and fp16 must match PyTorch within a maximum absolute error; int8 is judged by PSNR, since
-quantization moves every pixel a little. The contract read back from the file must equal the one
-that was written.
+fp32 must match PyTorch within a maximum absolute error, fp16 and int8 within a PSNR (graph.judge).
+The contract read back from the file must equal the one that was written.
 """
 
 from __future__ import annotations
@@ -18,10 +17,8 @@ import torch
 from ..contract import ModelContract
 from ..errors import UserError
 from ..generator import PyramidGenerator
-from .graph import Deployable, Validation, example_input
+from .graph import Deployable, Validation, example_input, judge, psnr
 
-MAX_ABS_ERROR = {"fp32": 1e-4, "fp16": 1e-2}
-MIN_PSNR_DB = {"int8": 30.0}
 # Validating at the upper bound of a 2048 model in PyTorch needs gigabytes; a tall or wide size
 # at the bound with at most this many pixels exercises the same symbolic dimension.
 MAX_PIXELS = 1024 * 1024
@@ -48,12 +45,6 @@ def session(path: str | os.PathLike) -> ort.InferenceSession:
 def io_signature(sess: ort.InferenceSession) -> dict[str, list[str]]:
     """Input and output names with their dims, e.g. {"noise": ["batch", "3", "32*h", "32*w"]}."""
     return {v.name: [str(d) for d in v.shape] for v in (*sess.get_inputs(), *sess.get_outputs())}
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """Peak signal-to-noise ratio in dB for images in [0, 1] (inf when identical)."""
-    mse = float(np.mean((a.astype(np.float64) - b) ** 2))
-    return math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse)
 
 
 def _contract_problem(sess: ort.InferenceSession, contract: ModelContract, source: str) -> str:
@@ -107,16 +98,8 @@ def validate_onnx(
         psnrs[f"{h}x{w}"] = psnr(got, expected)
     details |= {"max_abs_error": errors, "psnr_db": psnrs}
     where = ", ".join(errors)
-    if precision in MIN_PSNR_DB:
-        worst, bound = min(psnrs.values()), MIN_PSNR_DB[precision]
-        details["min_psnr_db"] = bound
-        ok = worst >= bound
-        verdict = f"PSNR {worst:.1f} dB {'>=' if ok else '<'} {bound:g} dB"
-    else:
-        worst, bound = max(errors.values()), MAX_ABS_ERROR[precision]
-        details["tolerance"] = bound
-        ok = worst <= bound
-        verdict = f"max |err| {worst:.1e} {'<=' if ok else '>'} {bound:.0e}"
+    ok, verdict, bound = judge(precision, errors, psnrs)
+    details |= bound
     summary = f"{'ok' if ok else 'FAILED'}: {verdict} at {where}"
     if floors:
         details["input_rounding_error"] = floors
