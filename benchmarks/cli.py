@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tn_export.atomic import check_writable_dir
-from tn_export.errors import UserError, cli_entry
+from tn_export.errors import ArgumentParser, UserError, cli_entry
+from tn_export.images import MAX_PIXELS
 
 from .backends import BACKENDS, GROUPS
 
@@ -75,7 +76,7 @@ def _positive(kind: type):
 
 
 def bench_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="tn-bench",
         description="Latency, memory, FLOPs and quality of a Texture Networks generator on each "
         "backend, against the Gatys et al. optimisation; writes results.json, report.md, "
@@ -137,7 +138,7 @@ def bench_parser() -> argparse.ArgumentParser:
 
 
 def report_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tn-bench report", description="Re-render a report.")
+    p = ArgumentParser(prog="tn-bench report", description="Re-render a report.")
     p.add_argument("results", type=Path, help="a results.json written by tn-bench")
     p.add_argument("-o", "--out", type=Path, help="output folder (default: beside results.json)")
     p.add_argument("--notes", type=Path, help="a closing note (markdown) for the report")
@@ -218,13 +219,19 @@ def make_config(args: argparse.Namespace, argv: list[str]) -> BenchConfig:
 
 
 def check_sizes(cfg: BenchConfig, multiple: int) -> None:
-    """Every size (and the Gatys sizes) must be a positive multiple of the model's size multiple."""
+    """Every size (and the Gatys sizes) must be a positive multiple of the model's size multiple,
+    and at most MAX_PIXELS: refused here, before anything is allocated."""
     sizes = [*cfg.sizes, (cfg.gatys_size,) * 2, (cfg.gatys_memory_size,) * 2]
-    bad = [f"{w}x{h}" for w, h in sizes if w % multiple or h % multiple or min(w, h) < 2 * multiple]
+    bad = [
+        f"{w}x{h}"
+        for w, h in sizes
+        if w % multiple or h % multiple or min(w, h) < 2 * multiple or w * h > MAX_PIXELS
+    ]
     if bad:
         raise UserError(
             f"size(s) {', '.join(dict.fromkeys(bad))} do not fit this model: width and height "
-            f"must be multiples of {multiple}, at least {2 * multiple}"
+            f"must be multiples of {multiple}, at least {2 * multiple}, at most {MAX_PIXELS} "
+            "pixels in all"
         )
 
 

@@ -160,7 +160,7 @@ def load_results(path: str | os.PathLike) -> dict:
         raise UserError(f"results file {path} does not exist; pass the results.json tn-bench wrote")
     try:
         results = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:  # nested too deep
         raise UserError(f"{path} is not JSON ({e}); pass the results.json tn-bench wrote") from e
     validate(results)
     return results

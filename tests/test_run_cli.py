@@ -101,9 +101,10 @@ def test_an_unknown_output_format_is_refused_before_running(texture_path, tmp_pa
 
 
 def test_a_malformed_size_is_an_argparse_error(texture_path, tmp_path, capsys):
-    with pytest.raises(SystemExit) as info:
-        main(["synthesize", str(texture_path), "--size", "big", "-o", str(tmp_path / "t.png")])
-    assert info.value.code == 2 and "WIDTHxHEIGHT" in capsys.readouterr().err
+    code, _, err = run(
+        ["synthesize", texture_path, "--size", "big", "-o", tmp_path / "t.png"], capsys
+    )
+    assert code == 2 and "WIDTHxHEIGHT" in one_line_error(err)
 
 
 def test_wrong_mode_from_the_command_line(texture_path, style_path, tmp_path, capsys):

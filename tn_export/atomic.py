@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -10,6 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import UserError
+
+
+class WriteError(OSError):
+    """Writing an output failed while working (a full disk, say); what was at the path before is
+    untouched. One line that names the file and the fix."""
 
 
 def check_writable_dir(path: Path) -> None:
@@ -50,6 +56,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
+    except OSError as e:
+        kept = "the existing file is unchanged" if path.exists() else "nothing was written"
+        full = e.errno in (errno.ENOSPC, errno.EDQUOT)
+        fix = "free some disk space" if full else "check the folder and its permissions"
+        error = WriteError(f"could not write {path} ({e.strerror or e}); {kept}: {fix} and retry")
+        error.errno = e.errno
+        raise error from e
     finally:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)

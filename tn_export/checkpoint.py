@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import platform
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,7 +71,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> Check
         what = "is a folder" if path.is_dir() else "does not exist"
         raise UserError(f"checkpoint {path} {what}; pass the model.pt that tn-train wrote")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about foreign pickles: our error says it
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - any load failure means a bad or unsafe file
         unsafe = isinstance(e, pickle.UnpicklingError) and "Weights only load" in str(e)
         reason = "it holds Python objects that could run code" if unsafe else type(e).__name__

@@ -51,6 +51,8 @@ class ModelContract:
         if not self.input_range:
             rng = "N(0, 1) noise" if self.mode == "texture" else "[0, 1]"
             object.__setattr__(self, "input_range", rng)
+        if self.noise_depth < 1:
+            raise UserError(f"noise depth must be at least 1, not {self.noise_depth}")
         if self.size_multiple < 1 or self.min_size < 1 or self.min_size > self.max_size:
             raise UserError(
                 f"bad size bounds: multiple {self.size_multiple}, min {self.min_size}, "
@@ -91,12 +93,20 @@ class ModelContract:
                 raw = values[f.name]
                 if f.name == "training":
                     kwargs[f.name] = json.loads(raw)
+                    if not isinstance(kwargs[f.name], dict):
+                        raise ValueError(f"training is {raw[:40]!r}, not a JSON object")
                 elif f.type == "int":
                     kwargs[f.name] = int(raw)
                 else:
                     kwargs[f.name] = raw
-        except (ValueError, TypeError) as e:
-            raise UserError(f"{source} has malformed tn-export metadata ({e}); re-export it") from e
+        except (ValueError, TypeError, RecursionError) as e:  # RecursionError: nested JSON
+            reason = str(e).splitlines()[0][:100] if str(e) else type(e).__name__
+            raise UserError(
+                f"{source} has malformed tn-export metadata ({reason}); re-export it"
+            ) from e
         if kwargs.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
             raise UserError(f"{source} was exported by a newer tn-export; upgrade tn-export")
-        return cls(**kwargs)
+        try:
+            return cls(**kwargs)
+        except UserError as e:
+            raise UserError(f"{source} has invalid tn-export metadata: {e}; re-export it") from e

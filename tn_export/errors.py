@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import functools
 import sys
 from collections.abc import Callable
@@ -9,6 +10,14 @@ from collections.abc import Callable
 
 class UserError(Exception):
     """Bad input from the user: a one-line message that names the problem and the fix (exit 2)."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are UserErrors: one line and exit 2 through cli_entry, where plain
+    argparse prints its usage too. Subcommand parsers inherit it."""
+
+    def error(self, message: str):
+        raise UserError(f"{message} (see {self.prog} --help)")
 
 
 def cli_entry(prog: str) -> Callable[[Callable[[list[str] | None], int | None]], Callable]:

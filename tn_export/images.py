@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -11,13 +12,18 @@ from PIL import Image, ImageOps
 from .atomic import atomic_path
 from .errors import UserError
 
-# Refuse decompression bombs: 64 megapixels is a 8192x8192 photo, far above any use here.
-MAX_PIXELS = 64 * 1024 * 1024
+# Decompression bombs and absurd sizes are refused at 64 megapixels (8192x8192), far above any
+# use here: images read, sizes asked of the runtime, models exported, steps trained.
+MAX_SIDE = 8192
+MAX_PIXELS = MAX_SIDE * MAX_SIDE
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
-_SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+# The decoders tried, whatever the extension says: the formats above and no exotic ones (EPS
+# would start Ghostscript). JPEG includes multi-picture camera files (MPO).
+READ_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
+SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
+def to_rgb(image: Image.Image) -> Image.Image:
     """Any Pillow mode -> 8-bit RGB. Transparency is composited on white; 16-bit is rescaled."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         a = np.asarray(image, dtype=np.float64)
@@ -44,23 +50,28 @@ def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.I
         raise UserError(f"image {path} does not exist; check the path")
     if path.stat().st_size == 0:
         raise UserError(f"image {path} is empty (0 bytes); pass a PNG, JPEG or WebP image")
+    too_big = f"over the limit of {max_pixels} pixels; downscale it first"
     try:
-        with Image.open(path) as im:
-            w, h = im.size
-            if w * h > max_pixels:
-                raise UserError(
-                    f"image {path} declares {w}x{h} pixels, over the limit of {max_pixels} "
-                    "pixels; downscale it first"
-                )
-            im.load()
-            image = ImageOps.exif_transpose(im) or im
-            return _to_rgb(image)
+        # Pillow warns (on stderr) about damaged metadata and large images; the outcome here is
+        # an RGB image or one clear error, so its warnings are noise.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path, formats=READ_FORMATS) as im:
+                w, h = im.size
+                if w * h > max_pixels:
+                    raise UserError(f"image {path} declares {w}x{h} pixels, {too_big}")
+                im.load()
+                image = ImageOps.exif_transpose(im) or im
+                return to_rgb(image)
     except UserError:
         raise
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:  # Pillow's own, larger limit, checked on opening
+        raise UserError(f"image {path} declares a size {too_big}") from e
+    except Exception as e:  # noqa: BLE001 - damaged files make Pillow's decoders raise anything
+        first = str(e).strip().splitlines()[0][:100] if str(e).strip() else ""
         raise UserError(
-            f"image {path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:100]}); "
-            "it may be truncated or not an image: re-save it as PNG or JPEG"
+            f"image {path} cannot be read ({type(e).__name__}: {first}); it may be truncated "
+            "or not an image: re-save it as PNG or JPEG"
         ) from e
 
 
@@ -89,7 +100,7 @@ def from_array(array: np.ndarray) -> Image.Image:
 def save_image(image: Image.Image, path: str | os.PathLike) -> None:
     """Save atomically, the format chosen by the extension (PNG, JPEG or WebP)."""
     path = Path(path)
-    fmt = _SAVE_FORMATS.get(path.suffix.lower())
+    fmt = SAVE_FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise UserError(f"cannot write {path}: use a .png, .jpg or .webp output name")
     with atomic_path(path) as tmp:

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from tn_export.atomic import check_writable_dir
 from tn_export.descriptor import CONTENT_LAYER
-from tn_export.errors import cli_entry
+from tn_export.errors import ArgumentParser, cli_entry
 from tn_export.images import load_image
 
 from .train import TrainConfig, TrainingError, train
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tn-train", description=__doc__)
+    parser = ArgumentParser(prog="tn-train", description=__doc__)
     sub = parser.add_subparsers(dest="mode", required=True)
     texture = sub.add_parser("texture", help="noise -> texture")
     texture.add_argument("--texture", required=True, type=Path, help="the texture image")
@@ -67,7 +68,6 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     exemplar = args.texture if args.mode == "texture" else args.style
     load_image(exemplar)  # a bad exemplar fails here, before any model is built
-    check_writable_dir(args.out)
     cfg = TrainConfig(
         mode=args.mode,
         exemplar=exemplar,
@@ -98,10 +98,16 @@ def main(argv: list[str] | None = None) -> int:
         log_every=args.log_every,
         resume=args.resume,
     )
+    check_writable_dir(args.out)  # only once every argument is known good: no stray folders
     try:
         path = train(cfg)
     except TrainingError as e:
-        print(f"tn-train: failed: {e}")
+        print(f"tn-train: failed: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        kept = cfg.out / "model.pt"  # train() saved the last finished iteration there
+        hint = f"; {kept} is kept: add --resume to continue" if kept.is_file() else ""
+        print(f"tn-train: interrupted{hint}", file=sys.stderr)
+        return 130
     print(f"tn-train: wrote {path}")
     return 0

@@ -16,7 +16,7 @@ from tn_export.checkpoint import load_checkpoint, save_checkpoint
 from tn_export.descriptor import CONTENT_LAYER, STYLE_LAYERS, TEXTURE_LAYERS, load_descriptor
 from tn_export.errors import UserError
 from tn_export.generator import PyramidGenerator
-from tn_export.images import from_array, save_image
+from tn_export.images import MAX_PIXELS, from_array, save_image
 from tn_export.losses import content_loss, diversity_loss, gram_matrix, texture_loss, tv_loss
 
 from .data import ContentCrops, load_exemplar, sha256
@@ -74,6 +74,11 @@ class TrainConfig:
         ):
             if getattr(self, name) <= 0:
                 raise UserError(f"--{name.replace('_', '-')} must be positive")
+        if self.batch_size * self.image_size**2 > MAX_PIXELS:
+            raise UserError(
+                f"--batch-size {self.batch_size} x --image-size {self.image_size} squared is over "
+                f"the limit of {MAX_PIXELS} pixels per step; lower them"
+            )
         if self.image_size % 32:
             raise UserError(
                 f"--image-size {self.image_size} is not a multiple of 32; use e.g. 128, 256 or 512"

@@ -25,7 +25,8 @@ from .. import __version__
 from ..atomic import atomic_path, check_writable_dir
 from ..checkpoint import DEFAULT_MODEL, Checkpoint, load_checkpoint
 from ..contract import ModelContract
-from ..errors import UserError, cli_entry
+from ..errors import ArgumentParser, UserError, cli_entry
+from ..images import MAX_SIDE
 from .graph import Validation
 from .onnx import export_onnx
 from .ort import to_ort, usability_report
@@ -89,13 +90,8 @@ class Artifact:
 # --- command line -----------------------------------------------------------------------------
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line and exit 2 through cli_entry, not usage + exit
-        raise UserError(f"{message} (see tn-export --help)")
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="tn-export", description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="tn-export", description=__doc__.splitlines()[0])
     p.add_argument(
         "checkpoint",
         nargs="?",
@@ -172,6 +168,11 @@ def _config(argv: list[str]) -> ExportConfig:
         hi = 2048 if args.max_size is None else args.max_size
         if lo > hi:
             raise UserError(f"--min-size {lo} is larger than --max-size {hi}")
+    if hi > MAX_SIDE:  # before anything is built: validation would run at this size
+        raise UserError(
+            f"size {hi} is over the largest side tn-export builds, {MAX_SIDE} pixels; "
+            "use e.g. --max-size 2048"
+        )
     if lo == hi:
         raise UserError(
             f"sizes give only {lo}x{lo}; a flexible model needs a range, "

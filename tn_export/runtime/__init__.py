@@ -25,7 +25,7 @@ from PIL import Image
 
 from ..contract import ModelContract
 from ..errors import UserError
-from ..images import MAX_PIXELS, _to_rgb, from_array, to_array
+from ..images import MAX_PIXELS, from_array, to_array, to_rgb
 
 __all__ = ["DEFAULT_OVERLAP", "DEFAULT_TILE_PIXELS", "MIN_SIDE", "Model", "load"]
 
@@ -216,7 +216,7 @@ class Model:
             raise UserError(f"stylize() takes a Pillow image, not {type(image).__name__}")
         width, height = image.size
         self._check_size(width, height, "image size", None)
-        rgb = _to_rgb(image) if image.mode != "RGB" else image
+        rgb = to_rgb(image) if image.mode != "RGB" else image
         tile_h, tile_w = self._tile_shape(self.padded(height), self.padded(width))
         m = self.contract.size_multiple
         overlap_h = min(self.overlap, tile_h // 2 // m * m)

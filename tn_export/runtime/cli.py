@@ -12,8 +12,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..atomic import check_writable_dir
-from ..errors import UserError, cli_entry
-from ..images import _SAVE_FORMATS, image_files, load_image, save_image
+from ..errors import ArgumentParser, UserError, cli_entry
+from ..images import SAVE_FORMATS, image_files, load_image, save_image
 from . import DEFAULT_TILE_PIXELS, Model, load
 
 
@@ -25,7 +25,7 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="tn-run", description="Run an exported Texture Networks model with onnxruntime."
     )
     common = argparse.ArgumentParser(add_help=False)
@@ -76,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _check_output_name(path: Path) -> None:
-    if path.suffix.lower() not in _SAVE_FORMATS:
+    if path.suffix.lower() not in SAVE_FORMATS:
         raise UserError(f"cannot write {path}: use a .png, .jpg or .webp output name")
 
 
@@ -111,11 +111,11 @@ def _stylize_targets(inputs: list[Path], output: Path) -> list[tuple[Path, Path]
         if output.resolve() == files[0].resolve():
             raise UserError(f"output {output} is the input itself; choose another -o")
         return [(files[0], output)]
-    if output.suffix.lower() in _SAVE_FORMATS:
+    if output.suffix.lower() in SAVE_FORMATS:
         raise UserError(f"several inputs need a folder for -o, not the image name {output}")
     pairs = []
     for f in files:
-        suffix = f.suffix if f.suffix.lower() in _SAVE_FORMATS else ".png"
+        suffix = f.suffix if f.suffix.lower() in SAVE_FORMATS else ".png"
         pairs.append((f, output / (f.stem + suffix)))
     seen: dict[Path, Path] = {}
     for source, target in pairs:

@@ -1,0 +1,934 @@
+"""Reliability and security (issue 6): every bad input gets one clear line, nothing is left
+half-written, untrusted files cannot run code.
+
+One table (CASES) holds the bad inputs of tn-train, tn-export, tn-run and tn-bench; one test runs
+each case through the command's main(argv) and checks the exit status, the one stderr line, the
+absence of a traceback and of partial output. Process-level faults (SIGKILL while a checkpoint is
+written, two exports to one path at once), image modes, size properties and a seeded fuzz run
+over the image loader and the metadata parser follow. docs/reliability.md maps each case to its
+test. Models here are hand-built ONNX graphs and a 3-scale, 4-channel generator: a torch export
+takes tens of seconds on this machine, these take milliseconds.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import io
+import json
+import multiprocessing
+import os
+import pickle
+import random
+import re
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import warnings
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from onnx import TensorProto, helper, numpy_helper
+from PIL import Image
+from test_runtime import tiny_onnx
+from test_torch7 import _Module, _t7_bytes
+
+import training.train as train_module
+from benchmarks.cli import main as bench_main
+from tn_export import runtime
+from tn_export.checkpoint import load_checkpoint, save_checkpoint
+from tn_export.contract import ModelContract
+from tn_export.errors import UserError
+from tn_export.export.cli import main as export_main
+from tn_export.generator import PyramidGenerator
+from tn_export.images import MAX_PIXELS, load_image
+from tn_export.runtime.cli import main as run_main
+from training.cli import main as train_main
+
+MAINS = {
+    "tn-train": train_main,
+    "tn-export": export_main,
+    "tn-run": run_main,
+    "tn-bench": bench_main,
+}
+MODULES = {"tn-run": "tn_export.runtime.cli"}  # commands run as real processes (torch-free)
+MAX_SIDE = 96  # the hand-built models' max_size: small, so sizes beyond it are cheap to ask for
+SmallGenerator = functools.partial(PyramidGenerator, scales=3, channels=4)
+
+
+# --- inputs -------------------------------------------------------------------------------------
+
+
+def tiny_model(path: Path, mode: str, *, multiple: int = 4, doc: str = "") -> Path:
+    """A hand-built stand-in for an exported generator: average-pool by 4, upsample by 4, add to
+    the input, sigmoid. Like a real pyramid it runs only at multiples of 4; `multiple` is what its
+    metadata claims (a lie when not 4)."""
+    contract = ModelContract(
+        mode=mode, size_multiple=multiple, min_size=8, max_size=MAX_SIDE, name=path.stem
+    )
+    x = contract.input_name
+    graph = helper.make_graph(
+        [
+            helper.make_node("AveragePool", [x], ["pooled"], kernel_shape=[4, 4], strides=[4, 4]),
+            helper.make_node("Resize", ["pooled", "", "scales"], ["up"], mode="nearest"),
+            helper.make_node("Add", [x, "up"], ["sum"]),
+            helper.make_node("Sigmoid", ["sum"], ["image"]),
+        ],
+        path.stem,
+        [helper.make_tensor_value_info(x, TensorProto.FLOAT, ["n", 3, "h", "w"])],
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["n", 3, "h", "w"])],
+        [numpy_helper.from_array(np.array([1, 1, 4, 4], np.float32), "scales")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    model.ir_version = 10
+    model.doc_string = doc
+    helper.set_model_props(model, contract.to_metadata())
+    onnx.save(model, path)
+    return path
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A PNG whose header declares width x height and whose data is almost nothing."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data)
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+        + chunk(b"IEND", b"")
+    )
+
+
+def encoded(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def picture(width: int, height: int, seed: int = 0) -> Image.Image:
+    return Image.fromarray(
+        np.random.default_rng(seed).integers(0, 256, (height, width, 3), np.uint8)
+    )
+
+
+class _MarkerPayload:
+    """Unpickling this would create `marker`: the proof that a loader ran code."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+class Assets:
+    """Good inputs shared by a module's tests, each made on first use."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @cached_property
+    def texture(self) -> Path:
+        path = self.root / "texture.png"
+        y, x = np.mgrid[0:64, 0:64]
+        stripes = (np.sin(x / 3.0) * 0.5 + 0.5)[..., None] * np.array([1.0, 0.4, 0.1])
+        Image.fromarray((stripes * 255).astype(np.uint8)).save(path)
+        return path
+
+    @cached_property
+    def checkpoint(self) -> Path:
+        torch.manual_seed(0)
+        path = self.root / "small.pt"
+        save_checkpoint(path, SmallGenerator(), {"descriptor": "random", "exemplar": "t.png"})
+        return path
+
+    @cached_property
+    def run(self) -> Path:
+        """A tn-train run folder after one iteration of a small generator (model.pt, log)."""
+        run = self.root / "run"
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(train_module, "PyramidGenerator", SmallGenerator)
+            assert train_main(train_args(self.texture, run, "--iterations", "1")) == 0
+        return run
+
+    def model(self, mode: str) -> Path:
+        path = self.root / f"{mode}.onnx"
+        return path if path.is_file() else tiny_model(path, mode)
+
+
+def train_args(texture: Path, run: Path, *extra: str) -> list[str]:
+    fast = ["--descriptor", "random", "--image-size", "32", "--batch-size", "2"]
+    return ["texture", "--texture", str(texture), "-o", str(run), *fast, *extra]
+
+
+def _copy_run(tmp: Path, a: Assets, model: bytes | None = None) -> Path:
+    run = shutil.copytree(a.run, tmp / "run")
+    if model is not None:
+        (run / "model.pt").write_bytes(model)
+    return run
+
+
+def _evil_pickle(tmp: Path) -> bytes:
+    return pickle.dumps({"format": "tn-export/checkpoint", "x": _MarkerPayload(str(tmp / "pwned"))})
+
+
+def _changed_checkpoint(tmp: Path, a: Assets, name: str, **changes) -> Path:
+    payload = torch.load(a.checkpoint, weights_only=True)
+    payload["config"] |= changes.pop("config", {})
+    payload |= changes
+    torch.save(payload, tmp / name)
+    return tmp / name
+
+
+def _readonly(tmp: Path, a: Assets) -> Path:
+    if os.geteuid() == 0:
+        pytest.skip("running as root: a read-only folder does not stop root from writing")
+    folder = tmp / "readonly"
+    folder.mkdir()
+    folder.chmod(0o555)
+    return folder
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def _saved(image: Image.Image, path: Path) -> Path:
+    image.save(path)
+    return path
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
+# Placeholder -> the input it stands for, made in the test's own folder on first use.
+BUILD: dict[str, Callable[[Path, Assets], Path]] = {
+    "out": lambda t, a: t / "out",
+    "texture": lambda t, a: a.texture,
+    "photo": lambda t, a: _saved(picture(40, 36), t / "photo.png"),
+    "checkpoint": lambda t, a: a.checkpoint,
+    "texture.onnx": lambda t, a: a.model("texture"),
+    "style.onnx": lambda t, a: a.model("style"),
+    "run": lambda t, a: _copy_run(t, a),
+    "missing.png": lambda t, a: t / "missing.png",
+    "missing.json": lambda t, a: t / "missing.json",
+    "folder": lambda t, a: _mkdir(t / "folder"),
+    "blocker": lambda t, a: _write(t / "blocker", b"a file where a folder would go"),
+    "readonly": _readonly,
+    "empty.png": lambda t, a: _write(t / "empty.png", b""),
+    "truncated.png": lambda t, a: _write(
+        t / "truncated.png", encoded(picture(64, 64), "PNG")[:3000]
+    ),
+    "truncated.jpg": lambda t, a: _write(
+        t / "truncated.jpg", encoded(picture(64, 64), "JPEG")[:1500]
+    ),
+    "random.png": lambda t, a: _write(t / "random.png", np.random.default_rng(1).bytes(3000)),
+    "postscript.png": lambda t, a: _write(
+        t / "postscript.png", b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 64 64\nshowpage\n"
+    ),
+    "bomb.png": lambda t, a: _write(t / "bomb.png", png_declaring(100_000, 100_000)),
+    "big.png": lambda t, a: _write(t / "big.png", png_declaring(9500, 9500)),
+    "tiny.png": lambda t, a: _saved(picture(8, 8), t / "tiny.png"),
+    "random.pt": lambda t, a: _write(t / "random.pt", np.random.default_rng(2).bytes(4096)),
+    "truncated.pt": lambda t, a: _write(t / "truncated.pt", a.checkpoint.read_bytes()[:4000]),
+    "evil.pt": lambda t, a: _write(t / "evil.pt", _evil_pickle(t)),
+    "version99.pt": lambda t, a: _changed_checkpoint(t, a, "version99.pt", version=99),
+    "other-config.pt": lambda t, a: _changed_checkpoint(
+        t, a, "other-config.pt", config={"channels": 16}
+    ),
+    "unknown.t7": lambda t, a: _write(
+        t / "unknown.t7", _t7_bytes(_Module("nn.Sequential", modules=[_Module("nn.Foo")]))
+    ),
+    "truncated.onnx": lambda t, a: _write(
+        t / "truncated.onnx", a.model("texture").read_bytes()[:200]
+    ),
+    "foreign.onnx": lambda t, a: tiny_onnx(t / "foreign.onnx", 4, {"author": "someone else"}),
+    "rank3.onnx": lambda t, a: tiny_onnx(
+        t / "rank3.onnx", 3, ModelContract(mode="texture").to_metadata()
+    ),
+    "lying.onnx": lambda t, a: tiny_model(t / "lying.onnx", "style", multiple=2),
+    "nested.json": lambda t, a: _write(t / "nested.json", b"[" * 100_000),
+    "evil-run": lambda t, a: _copy_run(t, a, _evil_pickle(t)),
+    "truncated-run": lambda t, a: _copy_run(t, a, (a.run / "model.pt").read_bytes()[:3000]),
+}
+
+
+class Files(dict):
+    """'{truncated.png}' in a case stands for that file, made in `tmp` on first use."""
+
+    def __init__(self, tmp: Path, assets: Assets) -> None:
+        super().__init__()
+        self.tmp, self.assets = tmp, assets
+
+    def __missing__(self, key: str) -> str:
+        self[key] = str(BUILD[key](self.tmp, self.assets))
+        return self[key]
+
+    def path(self, key: str) -> Path:
+        return Path(self[key])
+
+    def fill(self, text: str) -> str:
+        return re.sub(r"\{([^{}]+)\}", lambda m: self[m[1]], text)
+
+
+# --- faults injected while working, and checks afterwards ---------------------------------------
+
+
+def _fail_loss(patch: pytest.MonkeyPatch, on_call: int, fail: Callable) -> None:
+    """Make the texture loss fail on its `on_call`-th evaluation (1 = the first iteration run)."""
+    real, calls = train_module.texture_loss, {"n": 0}
+
+    def loss(*args, **kwargs):
+        calls["n"] += 1
+        value = real(*args, **kwargs)
+        return fail(value) if calls["n"] == on_call else value
+
+    patch.setattr(train_module, "texture_loss", loss)
+
+
+def _interrupt(value):
+    raise KeyboardInterrupt
+
+
+def _full_disk(write: Callable[[object, Path], None]) -> Callable:
+    """A writer that puts half a file down, then finds the disk full."""
+
+    def writer(obj, target, *args, **kwargs):
+        buffer = io.BytesIO()
+        write(obj, buffer)
+        Path(target).write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    return writer
+
+
+_SAVE_CHECKPOINT, _SAVE_IMAGE = torch.save, Image.Image.save  # the real writers, kept
+
+FAULTS: dict[str, Callable[[pytest.MonkeyPatch], None]] = {
+    "nan loss": lambda p: _fail_loss(p, 1, lambda v: v * float("nan")),
+    "inf loss": lambda p: _fail_loss(p, 1, lambda v: v * float("inf")),
+    "ctrl-c": lambda p: _fail_loss(p, 2, _interrupt),
+    "full disk (checkpoint)": lambda p: p.setattr(torch, "save", _full_disk(_SAVE_CHECKPOINT)),
+    "full disk (image)": lambda p: p.setattr(
+        Image.Image, "save", _full_disk(functools.partial(_SAVE_IMAGE, format="PNG"))
+    ),
+}
+
+
+def _iteration_kept(files: Files, iteration: int) -> None:
+    ckpt = load_checkpoint(files.path("run") / "model.pt")
+    assert ckpt.metadata["iteration"] == iteration
+    assert ckpt.training_state["iteration"] == iteration
+
+
+def _resumes(files: Files, kept: int) -> None:
+    _iteration_kept(files, kept)
+    run = files.path("run")
+    args = train_args(Path(files["texture"]), run, "--iterations", str(kept + 1), "--resume")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train_module, "PyramidGenerator", SmallGenerator)
+        assert train_main(args) == 0
+    _iteration_kept(files, kept + 1)
+
+
+def _no_code_ran(files: Files) -> None:
+    assert not (files.tmp / "pwned").exists(), "unpickling the checkpoint ran code"
+
+
+def _written(files: Files) -> None:
+    with Image.open(files.path("out") / "new" / "deeper" / "t.png") as image:
+        assert image.size == (40, 24)
+
+
+CHECKS: dict[str, Callable[[Files], None]] = {
+    "no code ran": _no_code_ran,
+    "iteration 1 kept": lambda f: _iteration_kept(f, 1),
+    "iteration 2 kept, --resume works": lambda f: _resumes(f, 2),
+    "written": _written,
+}
+
+
+# --- the table ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Case:
+    """One bad input: a command line ('{name}' are files from BUILD), the exit status it must
+    give, substrings of its one stderr line, an optional fault injected while it works and an
+    optional check afterwards. `process`: run as a real process (for what a process prints)."""
+
+    name: str
+    tool: str
+    argv: tuple[str, ...]
+    status: int
+    says: tuple[str, ...] = ()
+    fault: str | None = None
+    check: str | None = None
+    process: bool = False
+
+
+def case(name: str, tool: str, argv: str, status: int, *says: str, **options) -> Case:
+    return Case(name, tool, tuple(argv.split()), status, says, **options)
+
+
+def train_on(image: str = "{texture}", run: str = "{out}") -> str:
+    return f"texture --texture {image} -o {run} --descriptor random --image-size 32 --batch-size 2"
+
+
+def bench(model: str = "{checkpoint}", texture: str = "{texture}", out: str = "{out}") -> str:
+    return f"--model {model} --texture {texture} -o {out}"
+
+
+SYNTH = "synthesize {texture.onnx} --size 40x24 -o"
+STYLE = "stylize {style.onnx}"
+TRAIN, RESUME = train_on(), train_on(run="{run}")
+EXPORT = "--format onnx"
+WONT_READ = "cannot be read"
+
+CASES = [
+    # files: images
+    case("folder as image", "tn-train", train_on("{folder}"), 2,
+         "{folder}", "is a folder"),
+    case("empty image", "tn-run", f"{STYLE} {{empty.png}} -o {{out}}/o.png", 2,
+         "{empty.png}", "empty (0 bytes)"),
+    case("truncated PNG", "tn-run", f"{STYLE} {{truncated.png}} -o {{out}}/o.png", 2,
+         "{truncated.png}", WONT_READ, "truncated", "re-save it"),
+    case("truncated JPEG", "tn-train", train_on("{truncated.jpg}"), 2, "{truncated.jpg}",
+         WONT_READ),
+    case("random bytes named .png", "tn-run", f"{STYLE} {{random.png}} -o {{out}}/o.png", 2,
+         "{random.png}", WONT_READ),
+    case("PostScript named .png (never given to Ghostscript)", "tn-run",
+         f"{STYLE} {{postscript.png}} -o {{out}}/o.png", 2, "{postscript.png}", WONT_READ),
+    case("decompression bomb 100000x100000", "tn-run", f"{STYLE} {{bomb.png}} -o {{out}}/o.png",
+         2, "{bomb.png}", f"over the limit of {MAX_PIXELS} pixels", "downscale"),
+    case("9500x9500 declared, no Pillow warning", "tn-run",
+         f"{STYLE} {{big.png}} -o {{out}}/o.png", 2, "{big.png}", "9500x9500", "over the limit",
+         process=True),
+    case("decompression bomb as exemplar", "tn-train",
+         train_on("{bomb.png}"), 2, "{bomb.png}",
+         "over the limit"),
+    case("image too small", "tn-run", f"{STYLE} {{tiny.png}} -o {{out}}/o.png", 2,
+         "8x8", "at least 16 pixels"),
+    case("missing texture", "tn-bench", bench(texture="{missing.png}"), 2, "{missing.png}",
+         "does not exist"),
+    # checkpoints
+    case("random bytes checkpoint", "tn-bench",
+         bench("{random.pt}"), 2, "{random.pt}",
+         "not a readable tn-export checkpoint"),
+    case("pickle that would run code", "tn-export", f"{EXPORT} {{evil.pt}} -o {{out}}", 2,
+         "{evil.pt}", "could run code", check="no code ran"),
+    case("pickle that would run code, on --resume", "tn-train",
+         train_on(run="{evil-run}") + " --resume", 2, "model.pt", "could run code",
+         check="no code ran"),
+    case("checkpoint of another format version", "tn-export",
+         f"{EXPORT} {{version99.pt}} -o {{out}}", 2, "{version99.pt}", "format version 99"),
+    case("checkpoint of another config", "tn-export", f"{EXPORT} {{other-config.pt}} -o {{out}}",
+         2, "{other-config.pt}", "does not match its generator config"),
+    case("--resume with another config", "tn-train", f"{RESUME} --resume --norm instance", 2,
+         "--resume", "was trained with"),
+    case("truncated checkpoint", "tn-bench",
+         bench("{truncated.pt}"), 2, "{truncated.pt}",
+         "not a readable", "truncated"),
+    case("truncated checkpoint on --resume", "tn-train",
+         train_on(run="{truncated-run}") + " --resume", 2, "model.pt",
+         "not a readable"),
+    case("--resume without a checkpoint", "tn-train", f"{TRAIN} --resume", 2,
+         "no checkpoint", "without --resume"),
+    case(".t7 with unknown modules", "tn-export", f"{EXPORT} {{unknown.t7}} -o {{out}}", 2,
+         "{unknown.t7}", "unknown Torch modules nn.Foo"),
+    case("folder as checkpoint", "tn-export", f"{EXPORT} {{folder}} -o {{out}}", 2,
+         "{folder}", "is a folder"),
+    # models for the runtime
+    case("malformed ONNX", "tn-run", "synthesize {truncated.onnx} --size 32x32 -o {out}/t.png",
+         2, "{truncated.onnx}", "cannot be loaded"),
+    case("foreign ONNX", "tn-run", "stylize {foreign.onnx} {photo} -o {out}/o.png", 2,
+         "{foreign.onnx}", "no tn-export metadata", "export it with tn-export"),
+    case("wrong input rank", "tn-run", "synthesize {rank3.onnx} --size 32x32 -o {out}/t.png", 2,
+         "{rank3.onnx}", "(N, 3, H, W)"),
+    case("metadata lying about its size multiple", "tn-run",
+         "stylize {lying.onnx} {photo} -o {out}/o.png", 2, "{lying.onnx}", "metadata is wrong"),
+    case("folder as model", "tn-run", "synthesize {folder} --size 32x32 -o {out}/t.png", 2,
+         "{folder}", "is a folder"),
+    # arguments
+    case("absurd --size", "tn-run",
+         "synthesize {texture.onnx} --size 999999999x999999999 -o {out}/t.png", 2,
+         f"maximum of {MAX_SIDE}"),
+    case("absurd --max-size", "tn-export", f"{EXPORT} {{checkpoint}} --max-size 1000000000 "
+         "-o {out}", 2, "1000000000", "8192"),
+    case("absurd --image-size", "tn-train", f"{TRAIN} --image-size 1048576", 2,
+         "--image-size 1048576", "over the limit"),
+    case("absurd --batch-size", "tn-train", f"{TRAIN} --batch-size 100000", 2,
+         "--batch-size 100000", "over the limit"),
+    case("absurd --sizes", "tn-bench", f"{bench()} --sizes 100000", 2,
+         "100000x100000", f"at most {MAX_PIXELS} pixels"),
+    case("negative --count", "tn-run", f"{SYNTH} {{out}}/t.png --count -3", 2,
+         "--count must be at least 1"),
+    case("zero --tile-pixels", "tn-run", f"{STYLE} {{photo}} -o {{out}}/o.png --tile-pixels 0",
+         2, "tile budget"),
+    case("zero --iterations", "tn-train", f"{TRAIN} --iterations 0", 2,
+         "--iterations must be positive"),
+    case("negative --batch-size", "tn-train", f"{TRAIN} --batch-size -2", 2,
+         "--batch-size must be positive"),
+    case("zero --runs", "tn-bench", f"{bench()} --runs 0", 2, "--runs",
+         "must be positive", "tn-bench --help"),
+    case("negative --threads", "tn-bench", f"{bench()} --threads -1", 2, "--threads",
+         "must be positive"),
+    case("negative --min-size", "tn-export", f"{EXPORT} {{checkpoint}} --min-size -32 "
+         "--max-size 64 -o {out}", 2, "-32", "not a positive multiple of 4"),
+    case("zero --min-size", "tn-export", f"{EXPORT} {{checkpoint}} --min-size 0 --max-size 64 "
+         "-o {out}", 2, "not a positive multiple of 4"),
+    case("unknown precision", "tn-export", f"{EXPORT} {{checkpoint}} --precision int4 -o {{out}}",
+         2, "invalid choice: 'int4'", "tn-export --help"),
+    case("unknown output format", "tn-run", f"{STYLE} {{photo}} -o {{out}}/o.gif", 2,
+         ".png, .jpg or .webp"),
+    case("unknown command", "tn-run", "paint {texture.onnx}", 2, "invalid choice: 'paint'",
+         "tn-run --help"),
+    case("unknown mode", "tn-train", "painting --texture {texture} -o {out}", 2,
+         "invalid choice: 'painting'"),
+    case("unknown descriptor", "tn-train", f"{TRAIN} --descriptor alexnet", 2,
+         "invalid choice: 'alexnet'"),
+    case("results nested too deep", "tn-bench", "report {nested.json}", 2, "{nested.json}",
+         "is not JSON"),
+    case("missing results", "tn-bench", "report {missing.json}", 2, "{missing.json}",
+         "does not exist"),
+    case("output folder under a file", "tn-run", f"{SYNTH} {{blocker}}/sub/t.png", 2,
+         "cannot create output folder", "choose another -o"),
+    case("output folder under a file", "tn-train", train_on(run="{blocker}/run"), 2,
+         "cannot create output folder"),
+    case("output folder under a file", "tn-export", f"{EXPORT} {{checkpoint}} --min-size 32"
+         " --max-size 64 -o {blocker}/x", 2, "cannot create output folder"),
+    case("output folder under a file", "tn-bench", bench(out="{blocker}/x"), 2,
+         "cannot create output folder"),
+    case("read-only output folder", "tn-run", f"{SYNTH} {{readonly}}/t.png", 2, "not writable"),
+    case("missing output folder is created", "tn-run", f"{SYNTH} {{out}}/new/deeper/t.png", 0,
+         check="written"),
+    # faults while working
+    case("NaN loss", "tn-train", f"{RESUME} --resume --iterations 3", 1, "loss became nan",
+         "model.pt is kept", "--resume", fault="nan loss", check="iteration 1 kept"),
+    case("inf loss", "tn-train", f"{RESUME} --resume --iterations 3", 1, "loss became inf",
+         fault="inf loss", check="iteration 1 kept"),
+    case("Ctrl-C", "tn-train", f"{RESUME} --resume --iterations 4 --checkpoint-every 100", 130,
+         "interrupted", "model.pt is kept", "--resume", fault="ctrl-c",
+         check="iteration 2 kept, --resume works"),
+    case("full disk while saving a checkpoint", "tn-train",
+         f"{RESUME} --resume --iterations 3 --checkpoint-every 1", 1, "could not write",
+         "model.pt", "No space left on device", "the existing file is unchanged",
+         "free some disk space", fault="full disk (checkpoint)", check="iteration 1 kept"),
+    case("full disk while saving an image", "tn-run", f"{SYNTH} {{out}}/t.png", 1,
+         "{out}/t.png", "No space left on device", "nothing was written", "free some disk space",
+         fault="full disk (image)"),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory: pytest.TempPathFactory) -> Assets:
+    return Assets(tmp_path_factory.mktemp("assets"))
+
+
+def error_lines(tool: str, stderr: str) -> list[str]:
+    """stderr without tn-train's progress bar (carriage-return updates of 'tn-train texture:')."""
+    parts = (p.strip() for line in stderr.splitlines() for p in line.split("\r"))
+    return [p for p in parts if p and not p.startswith(f"{tool} texture:")]
+
+
+def run_case(c: Case, files: Files, argv: list[str], capsys) -> tuple[int, str]:
+    if c.process:
+        command = f"from {MODULES[c.tool]} import main; raise SystemExit(main())"
+        proc = subprocess.run(
+            [sys.executable, "-c", command, *argv], capture_output=True, text=True, timeout=120
+        )
+        return proc.returncode, proc.stderr
+    with warnings.catch_warnings(record=True) as caught:  # a real process prints them on stderr
+        warnings.simplefilter("always")
+        status = MAINS[c.tool](argv)
+    printed = "".join(f"{w.category.__name__}: {w.message}\n" for w in caught)
+    return status, capsys.readouterr().err + printed
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Temporaries of atomic writes and export scratch folders anywhere below `folder`."""
+    return [str(p) for p in folder.rglob(".*") if p.name.endswith(".tmp") or ".export-" in p.name]
+
+
+@pytest.mark.parametrize("c", CASES, ids=lambda c: f"{c.tool} {c.name}")
+def test_bad_input_gets_one_clear_line(c: Case, assets, tmp_path, monkeypatch, capsys):
+    files = Files(tmp_path, assets)
+    argv = [files.fill(a) for a in c.argv]
+    says = [files.fill(s) for s in c.says]
+    monkeypatch.setattr(train_module, "PyramidGenerator", SmallGenerator)
+    if c.fault:
+        FAULTS[c.fault](monkeypatch)
+    capsys.readouterr()  # what making the inputs printed (a training run) is not the case's
+    status, stderr = run_case(c, files, argv, capsys)
+    monkeypatch.undo()
+    lines = error_lines(c.tool, stderr)
+    if c.status == 0:
+        assert status == 0 and lines == [], stderr
+    else:
+        assert status == c.status, stderr
+        assert len(lines) == 1, stderr
+        assert lines[0].startswith(f"{c.tool}: "), lines[0]
+        for text in says:
+            assert text in lines[0], f"{text!r} not in {lines[0]!r}"
+        assert "Traceback" not in stderr and "Warning" not in stderr
+    out = files.path("out")
+    if c.status != 0 and out.exists():
+        assert [p for p in out.rglob("*") if p.is_file()] == []
+    assert leftovers(tmp_path) == []
+    if c.check:
+        CHECKS[c.check](files)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["empty image", "truncated JPEG", "pickle that would run code", "random bytes checkpoint"],
+)
+def test_debug_shows_the_traceback(name, assets, tmp_path):
+    c = next(c for c in CASES if c.name == name)
+    files = Files(tmp_path, assets)
+    argv = [files.fill(a) for a in c.argv] + ["--debug"]
+    with pytest.raises(UserError):
+        MAINS[c.tool](argv)
+
+
+# --- process-level faults -----------------------------------------------------------------------
+
+# Real processes, forked: they start with torch already imported (a fresh interpreter takes 10 s
+# here) and are killed or raced exactly as a separate tn-train or tn-export would be.
+FORK = multiprocessing.get_context("fork")
+WAIT = 120  # seconds before a child that never answers fails the test (instead of hanging it)
+
+
+def _stalled_writer(model: Path, conn) -> None:
+    """Save model.pt twice more, as a training loop does; the second write stops halfway and
+    waits (for the SIGKILL)."""
+    ckpt = load_checkpoint(model)
+
+    def stalled(obj, target, *args, **kwargs):
+        buffer = io.BytesIO()
+        _SAVE_CHECKPOINT(obj, buffer)
+        Path(target).write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+        conn.send(("writing", str(target)))
+        conn.recv()  # never answered: the parent kills this process here
+
+    for iteration in (2, 3):
+        torch.save = stalled if iteration == 3 else _SAVE_CHECKPOINT
+        state = {**ckpt.training_state, "iteration": iteration}
+        save_checkpoint(model, ckpt.generator, {**ckpt.metadata, "iteration": iteration}, state)
+        conn.send(("saved", iteration))
+
+
+def test_sigkill_while_writing_a_checkpoint_keeps_the_previous_one(assets, tmp_path):
+    """A process killed (kill -9) halfway through writing model.pt: the previous model.pt loads,
+    and tn-train --resume continues from it."""
+    files = Files(tmp_path, assets)
+    model = files.path("run") / "model.pt"
+    conn, child_conn = FORK.Pipe()
+    child = FORK.Process(target=_stalled_writer, args=(model, child_conn))
+    child.start()
+    try:
+        assert conn.poll(WAIT) and conn.recv() == ("saved", 2)
+        assert conn.poll(WAIT)
+        word, partial = conn.recv()
+        assert word == "writing" and Path(partial).stat().st_size > 0
+        os.kill(child.pid, signal.SIGKILL)
+        child.join(WAIT)
+        assert child.exitcode == -signal.SIGKILL
+    finally:
+        child.kill()
+    # What a SIGKILL can leave: the hidden temporary beside the intact file, never model.pt.
+    assert [p.name for p in model.parent.glob(".model.pt.*.tmp")] == [Path(partial).name]
+    _resumes(files, 2)
+
+
+def _racing_exporter(source: Path, argv: list[str], stderr: Path, conn) -> None:
+    """tn-export with the torch export and the PyTorch comparison stood in for; it installs
+    when the parent says go."""
+    from tn_export.export import cli
+    from tn_export.export.graph import Validation
+
+    def export_onnx(generator, path, contract, dynamic_batch=True):
+        model = onnx.load(source)
+        del model.metadata_props[:]
+        for key, value in contract.to_metadata().items():
+            model.metadata_props.add(key=key, value=value)
+        onnx.save(model, path)
+
+    install = cli._install
+
+    def synchronised_install(art, file):
+        conn.send("ready")
+        conn.recv()  # both exporters install at the same moment
+        install(art, file)
+
+    cli.export_onnx = export_onnx
+    cli.validate_onnx = lambda *args, **kwargs: Validation(True, "ok (stood in)")
+    cli._install = synchronised_install
+    with open(stderr, "w") as sys.stderr:
+        sys.exit(cli.main(argv))
+
+
+FAILED = ("tn-export: error: ", "tn-export: failed: ")
+
+
+def test_two_exports_to_the_same_path_at_once_leave_one_whole_artifact(assets, tmp_path):
+    """Two tn-export processes install the same output at the same moment, each a different
+    3 MB model. The slow torch export and the PyTorch comparison are stood in for; config,
+    checkpoint loading, scratch folders, installation and the record are the real code."""
+    out = tmp_path / "out"
+    argv = [str(assets.checkpoint), "--format", "onnx", "--min-size", "32", "--max-size", "64",
+            "--name", "same", "-o", str(out)]  # fmt: skip
+    writers = []
+    for who in "AB":
+        source = tiny_model(tmp_path / f"{who}.onnx", "texture", doc=who * 3_000_000)
+        conn, child_conn = FORK.Pipe()
+        args = (source, argv, tmp_path / f"{who}.err", child_conn)
+        writers.append((FORK.Process(target=_racing_exporter, args=args), conn, who))
+    try:
+        for child, _, _ in writers:
+            child.start()
+        for _, conn, _ in writers:
+            assert conn.poll(WAIT) and conn.recv() == "ready"
+        for _, conn, _ in writers:
+            conn.send("go")
+        for child, _, _ in writers:
+            child.join(WAIT)
+    finally:
+        for child, _, _ in writers:
+            child.kill()
+    for child, _, who in writers:  # each succeeds, or fails cleanly with one line
+        stderr = (tmp_path / f"{who}.err").read_text()
+        failures = [line for line in stderr.splitlines() if line.startswith(FAILED)]
+        status = child.exitcode
+        assert (status, failures) == (0, []) or (status in (1, 2) and len(failures) == 1), stderr
+    assert 0 in [child.exitcode for child, _, _ in writers]
+    assert sorted(os.listdir(out)) == ["same.export.json", "same.onnx"]
+    final = onnx.load(out / "same.onnx")
+    onnx.checker.check_model(final)
+    assert final.doc_string in ("A" * 3_000_000, "B" * 3_000_000)  # one writer's, whole
+    assert json.loads((out / "same.export.json").read_text())["artifacts"][0]["installed"]
+
+
+# --- image modes and EXIF orientation -----------------------------------------------------------
+
+WHITE, RED = (255, 255, 255), (255, 0, 0)
+
+
+def _mode_image(mode: str) -> tuple[Image.Image, tuple[int, int, int]]:
+    """A 4x4 image in `mode` whose top-left pixel must read back as the given RGB."""
+    if mode == "RGBA":
+        return Image.new("RGBA", (4, 4), (255, 0, 0, 0)), WHITE  # transparent: on white
+    if mode == "LA":
+        return Image.new("LA", (4, 4), (0, 255)), (0, 0, 0)
+    if mode == "L":
+        return Image.new("L", (4, 4), 128), (128, 128, 128)
+    if mode == "P":
+        return Image.new("RGB", (4, 4), RED).convert("P"), RED
+    if mode == "I;16":
+        return Image.fromarray(np.full((4, 4), 65535, np.uint16)), WHITE
+    return Image.new("CMYK", (4, 4), (255, 0, 0, 0)), (0, 255, 255)  # full cyan
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "L", "P", "I;16", "CMYK"])
+def test_every_pillow_mode_reads_as_the_right_rgb(mode, tmp_path):
+    image, expected = _mode_image(mode)
+    assert image.mode == mode
+    path = tmp_path / ("in.tif" if mode == "CMYK" else "in.png")
+    image.save(path)
+    loaded = load_image(path)
+    assert loaded.mode == "RGB" and loaded.size == (4, 4)
+    assert loaded.getpixel((0, 0)) == pytest.approx(expected, abs=1)
+
+
+def test_exif_rotation_is_applied(tmp_path):
+    """Orientation 6 (shown rotated 90 degrees clockwise): the red left column comes out on top."""
+    image = Image.new("RGB", (64, 32), WHITE)
+    image.paste(RED, (0, 0, 8, 32))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    image.save(tmp_path / "rotated.jpg", exif=exif, quality=95)
+    loaded = load_image(tmp_path / "rotated.jpg")
+    assert loaded.size == (32, 64)
+    assert loaded.getpixel((16, 2)) == pytest.approx(RED, abs=12)
+    assert loaded.getpixel((16, 60)) == pytest.approx(WHITE, abs=12)
+
+
+# --- size properties ----------------------------------------------------------------------------
+
+MIN_SIDE = runtime.MIN_SIDE
+PROPERTY = settings(
+    max_examples=25,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+SIDE = st.one_of(
+    st.integers(-(10**9), MIN_SIDE - 1),
+    st.integers(MIN_SIDE, MAX_SIDE),
+    st.integers(MAX_SIDE + 1, 10**9),
+)
+
+
+@pytest.fixture(scope="module")
+def texture_model(assets) -> runtime.Model:
+    return runtime.load(assets.model("texture"))
+
+
+@pytest.fixture(scope="module")
+def style_model(assets) -> runtime.Model:
+    return runtime.load(assets.model("style"))
+
+
+@PROPERTY
+@given(width=SIDE, height=SIDE)
+def test_synthesize_gives_exactly_any_size_within_bounds_and_names_the_bound_outside(
+    texture_model, width, height
+):
+    if min(width, height) < MIN_SIDE:
+        bound = MIN_SIDE
+    elif max(width, height) > MAX_SIDE:
+        bound = MAX_SIDE
+    else:
+        assert texture_model.synthesize(width, height, seed=0)[0].size == (width, height)
+        return
+    with pytest.raises(UserError, match=rf"\b{bound}\b") as info:
+        texture_model.synthesize(width, height, seed=0)
+    assert f"{width}x{height}" in str(info.value)
+
+
+@PROPERTY
+@given(
+    size=st.one_of(
+        st.tuples(st.integers(1, 3 * MAX_SIDE), st.integers(1, 3 * MAX_SIDE)),
+        # Over the pixel limit, in 1-bit mode so that the test itself stays small.
+        st.tuples(st.integers(MAX_PIXELS // 8192 + 1, 20_000), st.just(8192)),
+    )
+)
+def test_stylize_keeps_any_size_and_names_the_bound_outside(style_model, size):
+    width, height = size
+    if min(size) >= MIN_SIDE and width * height <= MAX_PIXELS:
+        assert style_model.stylize(picture(width, height)).size == size
+        return
+    bound = MIN_SIDE if min(size) < MIN_SIDE else MAX_PIXELS
+    with pytest.raises(UserError, match=rf"\b{bound}\b"):
+        style_model.stylize(Image.new("1", size))
+
+
+# --- seeded fuzzing -----------------------------------------------------------------------------
+
+
+def _mutate(data: bytes, rng: random.Random) -> bytes:
+    """One to four of: flip a bit, set a byte, cut the tail, insert bytes, copy a span."""
+    out = bytearray(data)
+    for _ in range(rng.randint(1, 4)):
+        kind, at = rng.randrange(5), rng.randrange(len(out) + 1)
+        if kind == 0 and at < len(out):
+            out[at] ^= 1 << rng.randrange(8)
+        elif kind == 1 and at < len(out):
+            out[at] = rng.choice([0x00, 0xFF, 0x7F, 0x80, rng.randrange(256)])
+        elif kind == 2:
+            del out[at:]
+        elif kind == 3:
+            out[at:at] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
+        elif len(out) > 8:
+            start, n = rng.randrange(len(out)), rng.randint(1, 16)
+            out[at : at + n] = out[start : start + n]
+    return bytes(out)
+
+
+def _seed_images() -> list[bytes]:
+    small = picture(24, 16)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return [
+        encoded(small, "PNG"),
+        encoded(small.convert("RGBA"), "PNG"),
+        encoded(small.convert("P"), "PNG"),
+        encoded(small, "JPEG"),
+        encoded(small, "JPEG", exif=exif),
+        encoded(small, "GIF"),
+        encoded(small, "WEBP"),
+    ]
+
+
+FUZZ_IMAGES = 2100
+FUZZ_METADATA = 3000
+
+
+def test_fuzzed_images_load_or_fail_with_one_clear_line(tmp_path):
+    rng, seeds = random.Random(6), _seed_images()
+    path = tmp_path / "fuzzed.png"
+    loaded = refused = 0
+    for i in range(FUZZ_IMAGES):
+        data = _mutate(seeds[i % len(seeds)], rng)
+        path.write_bytes(data)
+        try:
+            with warnings.catch_warnings(record=True) as caught:  # stderr noise in a real run
+                warnings.simplefilter("always")
+                image = load_image(path)
+            assert caught == [], f"input {i} warned: {caught[0].message}"
+        except UserError as e:
+            assert "\n" not in str(e) and str(path) in str(e)
+            refused += 1
+        except Exception as e:  # noqa: BLE001 - the failure this test exists to catch
+            crash = tmp_path.parent / f"crash-{i}.bin"
+            crash.write_bytes(data)
+            pytest.fail(f"input {i} (saved as {crash}) raised {type(e).__name__}: {e}")
+        else:
+            assert image.mode == "RGB" and min(image.size) > 0
+            loaded += 1
+    assert loaded > 100 and refused > 100  # the mutations reach both outcomes
+
+
+FUZZ_VALUES = ["", "0", "-1", "1e3", "nan", "32", "64", "2048", "9" * 5000, "[" * 50_000, "{}",
+               "[]", "null", "texture", "style", "\x00", " 32 ", "0x20", "true", "{", "3.5",
+               '{"a": [1, {"b": null}]}', "RGB", "NCHW"]  # fmt: skip
+
+
+def test_fuzzed_metadata_parses_or_fails_with_one_clear_line():
+    rng = random.Random(6)
+    base = ModelContract(mode="style", training={"descriptor": "vgg16", "loss": 1.5}).to_metadata()
+    accepted = 0
+    for i in range(FUZZ_METADATA):
+        metadata = dict(base)
+        for _ in range(rng.randint(1, 4)):
+            key, kind = rng.choice(list(base)), rng.randrange(4)
+            if kind == 0:
+                metadata.pop(key, None)
+            elif kind == 1:
+                metadata[key] = rng.choice(FUZZ_VALUES)
+            elif kind == 2:
+                value = metadata.get(key, "")
+                metadata[key] = value[: rng.randrange(len(value) + 1)]
+            else:
+                metadata[key] = "".join(chr(rng.randrange(1, 0x3000)) for _ in range(8))
+        try:
+            contract = ModelContract.from_metadata(metadata, "model.onnx")
+        except UserError as e:
+            assert "\n" not in str(e) and "model.onnx" in str(e), str(e)
+        except Exception as e:  # noqa: BLE001 - the failure this test exists to catch
+            pytest.fail(f"metadata {i} raised {type(e).__name__}: {e}\n{metadata!r:.2000}")
+        else:
+            # Whatever is accepted is a consistent contract that survives its own round trip.
+            assert contract.noise_depth >= 1 and contract.min_size % contract.size_multiple == 0
+            assert ModelContract.from_metadata(contract.to_metadata()) == contract
+            accepted += 1
+    assert 100 < accepted < FUZZ_METADATA - 100
