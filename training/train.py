@@ -83,6 +83,9 @@ class TrainConfig:
             raise UserError(
                 f"--image-size {self.image_size} is not a multiple of 32; use e.g. 128, 256 or 512"
             )
+        for part in ("descriptor", "generator"):
+            if getattr(self, f"{part}_precision") not in ("auto", "fp32", "bf16"):
+                raise UserError(f"--{part}-precision must be auto, fp32 or bf16")
         if self.diversity_weight and self.batch_size < 2:
             raise UserError("--diversity-weight needs --batch-size of at least 2")
         if self.device == "cuda" and not torch.cuda.is_available():
