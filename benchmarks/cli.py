@@ -3,6 +3,7 @@
 tn-bench [--model CHECKPOINT] [--sizes 256,512,1024,768x512] [--backends torch,onnxruntime]
          [--gatys/--no-gatys] [--gatys-iterations N] [--runs N] [--threads N] [--quick] -o DIR
 tn-bench report DIR/results.json [-o DIR] [--notes FILE]
+tn-bench train-speed [--image-size 256] [--batch-size 4] [--iterations 4] [--rounds 3] -o DIR
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tn_export.atomic import check_writable_dir
+from tn_export.atomic import atomic_path, check_writable_dir
 from tn_export.errors import ArgumentParser, UserError, cli_entry
 from tn_export.images import MAX_PIXELS
 
@@ -146,6 +147,27 @@ def report_parser() -> argparse.ArgumentParser:
     return p
 
 
+def train_speed_parser() -> argparse.ArgumentParser:
+    p = ArgumentParser(
+        prog="tn-bench train-speed",
+        description="tn-train iterations per second with fp32, bf16-descriptor and bf16 autocast "
+        "(texture mode, VGG-16); writes DIR/train_speed.json and DIR/train_speed.md.",
+    )
+    p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    p.add_argument("--image-size", type=_positive(int), default=256)
+    p.add_argument("--batch-size", type=_positive(int), default=4)
+    p.add_argument("--iterations", type=_positive(int), default=4, help="timed steps per run")
+    p.add_argument("--rounds", type=_positive(int), default=3, help="runs per setting")
+    p.add_argument("--texture", type=Path, help="default: $TN_SHARED/data/textures/red-peppers.jpg")
+    p.add_argument(
+        "--descriptor-weights",
+        help="VGG-16 state dict (default: $TN_DESCRIPTOR_WEIGHTS "
+        "or $TN_SHARED/descriptors/vgg16_imagenet_features.pth)",
+    )
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
 def read_notes(path: Path | None) -> str | None:
     if path is None:
         return None
@@ -240,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(argv or [])
     if argv[:1] == ["report"]:
         return report_main(argv[1:])
+    if argv[:1] == ["train-speed"]:
+        return train_speed_main(argv[1:])
     args = bench_parser().parse_args(argv)
     # Heavy imports (torch) only after the arguments parsed, so --help and typos answer at once.
     from .report import render, write_results
@@ -266,4 +290,37 @@ def report_main(argv: list[str]) -> int:
     out = args.out or args.results.parent
     for path in render(results, out, args.results.parent, read_notes(args.notes)):
         print(path)
+    return 0
+
+
+def train_speed_main(argv: list[str]) -> int:
+    args = train_speed_parser().parse_args(argv)
+    from tn_export.descriptor import WEIGHTS_ENV
+
+    from .report import write_results
+    from .train_speed import speed_table, train_speed
+
+    shared = repo_shared()
+    texture = _default_file(args.texture, shared / "data" / "textures" / "red-peppers.jpg")
+    if texture is None or not texture.is_file():
+        raise UserError(f"no texture at {texture or shared / 'data' / 'textures'}; pass --texture")
+    weights = _default_file(
+        args.descriptor_weights or os.environ.get(WEIGHTS_ENV),
+        shared / "descriptors" / "vgg16_imagenet_features.pth",
+    )
+    if weights is None or not weights.is_file():
+        raise UserError(
+            f"no VGG-16 weights ({weights or 'none found'}); pass --descriptor-weights PATH "
+            f"or set {WEIGHTS_ENV}"
+        )
+    check_writable_dir(args.out)
+    result = train_speed(
+        str(weights), str(texture), image_size=args.image_size, batch_size=args.batch_size,
+        iterations=args.iterations, rounds=args.rounds,
+    )  # fmt: skip
+    table = speed_table(result)
+    write_results(result, args.out / "train_speed.json")
+    with atomic_path(args.out / "train_speed.md") as tmp:
+        tmp.write_text(table + "\n")
+    print(table)
     return 0

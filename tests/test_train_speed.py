@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmarks.train_speed import SETTINGS, train_speed
+from benchmarks.cli import main as bench_main
+from benchmarks.train_speed import SETTINGS
 from tn_export.checkpoint import load_checkpoint
 from training.cli import main
 
@@ -43,11 +44,14 @@ def test_bf16_autocast_changes_the_loss_only_at_bf16_rounding(texture, tmp_path)
     assert all(v.dtype in (torch.float32, torch.int64) for v in state.values())
 
 
-def test_train_speed_reports_every_setting(vgg16_weights, texture):
-    result = train_speed(
-        str(vgg16_weights), str(texture), image_size=64, batch_size=2, iterations=1, warmup=1,
-        rounds=1,
-    )  # fmt: skip
+def test_train_speed_command_reports_every_setting(vgg16_weights, texture, tmp_path, capsys):
+    argv = [
+        "train-speed", "-o", str(tmp_path), "--texture", str(texture), "--descriptor-weights",
+        str(vgg16_weights), "--image-size", "64", "--batch-size", "2", "--iterations", "1",
+        "--rounds", "1",
+    ]  # fmt: skip
+    assert bench_main(argv) == 0
+    result = json.loads((tmp_path / "train_speed.json").read_text())
     assert result["image_size"] == 64 and result["batch_size"] == 2
     assert list(result["settings"]) == list(SETTINGS)
     for name, entry in result["settings"].items():
@@ -55,4 +59,5 @@ def test_train_speed_reports_every_setting(vgg16_weights, texture):
         assert len(entry["seconds_per_iteration_by_round"]) == 1
         assert entry["iterations_per_second"] > 0
     assert result["settings"]["fp32"]["speedup"] == 1
-    json.dumps(result)  # JSON-ready for tn-bench's results file
+    table = (tmp_path / "train_speed.md").read_text()
+    assert table.strip() in capsys.readouterr().out and "| bf16 |" in table
