@@ -14,7 +14,8 @@ import onnx
 import pytest
 import torch
 
-from tn_export.checkpoint import save_checkpoint
+from tn_export.checkpoint import bundled_model, save_checkpoint
+from tn_export.errors import UserError
 from tn_export.export import cli, coreml, graph
 from tn_export.export.graph import Validation
 from tn_export.export.validate import session
@@ -176,6 +177,16 @@ def test_without_a_checkpoint_the_missing_default_model_is_a_clear_error(
     err = capsys.readouterr().err
     assert "bundled default model" in err and "CHECKPOINT" in err and err.count("\n") == 1
     assert _files(tmp_path / "out") == []
+
+
+def test_a_bundled_model_is_found_by_its_name_and_a_file_of_that_name_wins(tmp_path, monkeypatch):
+    ckpt, source = cli._load(Path("red_peppers"))
+    assert source == cli.DEFAULT_MODEL and ckpt.config.mode == "texture"
+    assert bundled_model("../models/red_peppers") is None and bundled_model("no_such") is None
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "red_peppers").write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="red_peppers is not a readable"):
+        cli._load(Path("red_peppers"))
 
 
 def test_an_error_from_the_installed_command_is_one_line_without_traceback(tmp_path):

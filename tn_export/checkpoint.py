@@ -18,7 +18,14 @@ from .generator import GeneratorConfig, PyramidGenerator
 
 FORMAT = "tn-export/checkpoint"
 VERSION = 1
-DEFAULT_MODEL = Path(__file__).parent / "models" / "red_peppers.pt"
+MODELS = Path(__file__).parent / "models"  # the bundled checkpoints, by name
+DEFAULT_MODEL = MODELS / "red_peppers.pt"
+
+
+def bundled_model(name: str) -> Path | None:
+    """The bundled checkpoint called `name` ("red_peppers", "starry"), or None."""
+    path = MODELS / f"{name}.pt"
+    return path if name and Path(name).name == name and path.is_file() else None
 
 
 @dataclass

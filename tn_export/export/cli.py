@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..atomic import atomic_path, check_writable_dir
-from ..checkpoint import DEFAULT_MODEL, Checkpoint, load_checkpoint
+from ..checkpoint import DEFAULT_MODEL, Checkpoint, bundled_model, load_checkpoint
 from ..contract import ModelContract
 from ..errors import ArgumentParser, UserError, cli_entry
 from ..images import MAX_SIDE
@@ -96,7 +96,8 @@ def _parser() -> argparse.ArgumentParser:
         "checkpoint",
         nargs="?",
         type=Path,
-        help="tn-train model.pt or a texture_nets v1 *.t7 (default: the bundled model)",
+        help="tn-train model.pt, a texture_nets v1 *.t7, or a bundled model's name: "
+        "red_peppers (the default) or starry",
     )
     p.add_argument(
         "--format", required=True, choices=list(FORMATS), help="all = onnx + ort + coreml"
@@ -204,6 +205,8 @@ def _load(path: Path | None) -> tuple[Checkpoint, Path]:
                 "pass a CHECKPOINT such as runs/bricks/model.pt"
             )
         path = DEFAULT_MODEL
+    elif not path.exists() and bundled_model(str(path)):
+        path = bundled_model(str(path))
     if path.suffix.lower() == ".t7":
         from ..torch7 import load_torch7  # the Lua Torch reader is only needed for .t7 files
 
