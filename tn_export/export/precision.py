@@ -61,7 +61,10 @@ class _Calibration(CalibrationDataReader):
 
 
 def to_int8(src: Path, dst: Path, contract: ModelContract, samples: int = 16) -> None:
-    """Static QDQ quantization: per-channel s8 weights, u8 activations, MinMax calibration."""
+    """Static QDQ quantization of the convolutions: per-channel s8 weights, u8 activations, MinMax
+    calibration. Norms, activations, resizes and concats stay float: quantizing the standalone
+    batch norms before each concat (onnxruntime also misreads their per-channel axis) took the
+    bundled model from 21 to 13 dB PSNR."""
     with tempfile.TemporaryDirectory(prefix="tn-export-int8-") as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         # auto_merge: without it symbolic shape inference stops at the dynamic H/W dims.
@@ -71,6 +74,7 @@ def to_int8(src: Path, dst: Path, contract: ModelContract, samples: int = 16) ->
             str(dst),
             _Calibration(contract, samples),
             quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["Conv"],
             per_channel=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
