@@ -13,6 +13,7 @@ from pathlib import Path
 import onnx
 import pytest
 import torch
+from conftest import onnx_copier
 
 from tn_export.checkpoint import bundled_model, save_checkpoint
 from tn_export.errors import UserError
@@ -208,15 +209,7 @@ def copied_onnx(everything, monkeypatch):
     the same checkpoint, carrying the contract this run asks for. Everything after it is real."""
     _, out = everything
     source = out / "bricks.onnx"
-
-    def export(generator, path, contract, dynamic_batch=True):
-        model = onnx.load(source)
-        del model.metadata_props[:]
-        for key, value in contract.to_metadata().items():
-            model.metadata_props.add(key=key, value=value)
-        onnx.save(model, path)
-
-    monkeypatch.setattr(cli, "export_onnx", export)
+    monkeypatch.setattr(cli, "export_onnx", onnx_copier(source))
     return source
 
 

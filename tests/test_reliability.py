@@ -37,6 +37,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import onnx_copier
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
@@ -665,13 +666,6 @@ def _racing_exporter(source: Path, argv: list[str], stderr: Path, conn) -> None:
     from tn_export.export import cli
     from tn_export.export.graph import Validation
 
-    def export_onnx(generator, path, contract, dynamic_batch=True):
-        model = onnx.load(source)
-        del model.metadata_props[:]
-        for key, value in contract.to_metadata().items():
-            model.metadata_props.add(key=key, value=value)
-        onnx.save(model, path)
-
     install = cli._install
 
     def synchronised_install(art, file):
@@ -679,7 +673,7 @@ def _racing_exporter(source: Path, argv: list[str], stderr: Path, conn) -> None:
         conn.recv()  # both exporters install at the same moment
         install(art, file)
 
-    cli.export_onnx = export_onnx
+    cli.export_onnx = onnx_copier(source)
     cli.validate_onnx = lambda *args, **kwargs: Validation(True, "ok (stood in)")
     cli._install = synchronised_install
     with open(stderr, "w") as sys.stderr:
