@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from test_runtime import export_small, photo, tiny_onnx
+from test_runtime import photo, tiny_onnx
 
 from tn_export import runtime
 
@@ -43,13 +43,13 @@ pytestmark = pytest.mark.skipif(_missing() is not None, reason=_missing() or "")
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    """(page origin, folder served at /models/) with the bundled model exported to ONNX there."""
+    """(page origin, folder served at /models/) with both bundled models exported to ONNX there:
+    what a user gets out of the box."""
     from tn_export.export.cli import main as export_main
 
     models = tmp_path_factory.mktemp("web-models")
-    assert export_main(["--format", "onnx", "-o", str(models)]) == 0
-    export_small(tmp_path_factory.getbasetemp() / "runtime-models", "style")
-    shutil.copy(tmp_path_factory.getbasetemp() / "runtime-models" / "small_style.onnx", models)
+    for name in ("red_peppers", "starry"):
+        assert export_main(["--format", "onnx", name, "-o", str(models)]) == 0
     server = subprocess.Popen(
         [sys.executable, str(WEB / "serve.py"), "--port", "0", "--models", str(models)],
         stdout=subprocess.PIPE,
@@ -112,16 +112,16 @@ def test_the_page_pads_and_crops_any_size_from_a_seed(served, tmp_path):
     assert rgb.std() > 0.05 and rgb.min() >= 0 and rgb.max() <= 1
 
 
-def test_a_style_model_stylizes_a_chosen_image_as_python_does(served, tmp_path):
+def test_the_bundled_style_model_stylizes_a_chosen_image_as_python_does(served, tmp_path):
     origin, models = served
     picture = tmp_path / "photo.png"
     photo(100, 70).save(picture)
     code, summary = browse(
-        f"{origin}/index.html?model=/models/small_style.onnx", tmp_path / "style", picture
+        f"{origin}/index.html?model=/models/starry.onnx", tmp_path / "style", picture
     )
     assert code == 0, summary
     web = np.fromfile(tmp_path / "style" / "out.bin", "<f4").reshape(3, 70, 100)
-    model = runtime.load(models / "small_style.onnx")
+    model = runtime.load(models / "starry.onnx")
     # The runtime's own padded run of the whole picture as one tile, cropped back.
     image = Image.open(picture).convert("RGB")
     python = model._stylize_tile(image, 0, 0, model.padded(100), model.padded(70))[:, :70, :100]
