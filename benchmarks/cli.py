@@ -182,10 +182,23 @@ def _default_file(given: Path | str | None, fallback: Path) -> Path | None:
     return fallback if fallback.is_file() else None
 
 
+def descriptor_weights(given: str | None, descriptor: str) -> str | None:
+    """VGG weights: `given`, else $TN_DESCRIPTOR_WEIGHTS, else the shared folder's file if there
+    (None: the descriptor loader then tries torchvision's cache)."""
+    from tn_export.descriptor import WEIGHTS_ENV
+
+    weights = given or os.environ.get(WEIGHTS_ENV)
+    if weights:
+        return weights
+    found = _default_file(
+        None, repo_shared() / "descriptors" / f"{descriptor}_imagenet_features.pth"
+    )
+    return str(found) if found else None
+
+
 def make_config(args: argparse.Namespace, argv: list[str]) -> BenchConfig:
     """Resolve defaults (model, texture, VGG weights, quick budgets) into a BenchConfig."""
     from tn_export.checkpoint import DEFAULT_MODEL, load_checkpoint
-    from tn_export.descriptor import WEIGHTS_ENV
 
     from .run import BenchConfig, command_line
 
@@ -204,11 +217,7 @@ def make_config(args: argparse.Namespace, argv: list[str]) -> BenchConfig:
             f"no texture for the Gatys baseline: the checkpoint's exemplar {exemplar!r} is not in "
             f"{shared / 'data' / 'textures'}; pass --texture PATH or --no-gatys"
         )
-    descriptor = metadata.get("descriptor") or "vgg16"
-    weights = args.descriptor_weights or os.environ.get(WEIGHTS_ENV)
-    if weights is None and descriptor != "random":
-        found = _default_file(None, shared / "descriptors" / f"{descriptor}_imagenet_features.pth")
-        weights = str(found) if found else None
+    weights = descriptor_weights(args.descriptor_weights, metadata.get("descriptor") or "vgg16")
     quick = QUICK if args.quick else {}
 
     def pick(name: str, default):
@@ -304,18 +313,15 @@ def train_speed_main(argv: list[str]) -> int:
     texture = _default_file(args.texture, shared / "data" / "textures" / "red-peppers.jpg")
     if texture is None or not texture.is_file():
         raise UserError(f"no texture at {texture or shared / 'data' / 'textures'}; pass --texture")
-    weights = _default_file(
-        args.descriptor_weights or os.environ.get(WEIGHTS_ENV),
-        shared / "descriptors" / "vgg16_imagenet_features.pth",
-    )
-    if weights is None or not weights.is_file():
+    weights = descriptor_weights(args.descriptor_weights, "vgg16")
+    if weights is None or not Path(weights).is_file():
         raise UserError(
             f"no VGG-16 weights ({weights or 'none found'}); pass --descriptor-weights PATH "
             f"or set {WEIGHTS_ENV}"
         )
     check_writable_dir(args.out)
     result = train_speed(
-        str(weights), str(texture), image_size=args.image_size, batch_size=args.batch_size,
+        weights, str(texture), image_size=args.image_size, batch_size=args.batch_size,
         iterations=args.iterations, rounds=args.rounds,
     )  # fmt: skip
     table = speed_table(result)

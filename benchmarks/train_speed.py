@@ -27,16 +27,12 @@ SETTINGS: dict[str, dict[str, str]] = {
 }
 
 
-def _tn_train() -> list[str]:
-    """The tn-train console script of this environment."""
+def _seconds_per_step(argv: list[str], out: Path, warmup: int) -> float:
+    """Run tn-train (the console script of this environment) and time its steps after warmup."""
     script = Path(sys.executable).with_name("tn-train")
     if not script.exists():
         raise UserError(f"{script} not found; install tn-export with its train extra")
-    return [str(script)]
-
-
-def _seconds_per_step(argv: list[str], out: Path, warmup: int) -> float:
-    done = subprocess.run([*_tn_train(), *argv], capture_output=True, text=True)
+    done = subprocess.run([str(script), *argv], capture_output=True, text=True)
     if done.returncode:
         last = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
         raise RuntimeError(f"tn-train failed during the speed benchmark: {last}")

@@ -205,8 +205,8 @@ def _load(path: Path | None) -> tuple[Checkpoint, Path]:
                 "pass a CHECKPOINT such as runs/bricks/model.pt"
             )
         path = DEFAULT_MODEL
-    elif not path.exists() and bundled_model(str(path)):
-        path = bundled_model(str(path))
+    elif not path.exists() and (bundled := bundled_model(str(path))):
+        path = bundled
     if path.suffix.lower() == ".t7":
         from ..torch7 import load_torch7  # the Lua Torch reader is only needed for .t7 files
 
