@@ -47,7 +47,7 @@ from test_torch7 import _Module, _t7_bytes
 
 import training.train as train_module
 from benchmarks.cli import main as bench_main
-from tn_export import runtime
+from tn_export import atomic, runtime
 from tn_export.checkpoint import load_checkpoint, save_checkpoint
 from tn_export.contract import ModelContract
 from tn_export.errors import UserError
@@ -220,6 +220,36 @@ def _mkdir(path: Path) -> Path:
     return path
 
 
+PHOTOS = {"a.png": (40, 36, 1), "b.png": (36, 40, 2)}  # name: picture(width, height, seed)
+
+
+def _photos(tmp: Path) -> Path:
+    """A folder of the user's photos: the inputs a command must never write over."""
+    folder = tmp / "photos"
+    if not folder.is_dir():  # made once, whichever placeholder asks first
+        folder.mkdir()
+        for name, args in PHOTOS.items():
+            picture(*args).save(folder / name)
+    return folder
+
+
+def _linked(link: Path, target: Path) -> Path:
+    link.symlink_to(target)
+    return link
+
+
+def _hard_linked(link: Path, target: Path) -> Path:
+    os.link(target, link)
+    return link
+
+
+def _holding(folder: Path, name: str, data: bytes) -> Path:
+    """`folder`, made with the file `name` (which may lie in subfolders) holding `data`."""
+    (folder / name).parent.mkdir(parents=True)
+    (folder / name).write_bytes(data)
+    return folder
+
+
 # Placeholder -> the input it stands for, made in the test's own folder on first use.
 BUILD: dict[str, Callable[[Path, Assets], Path]] = {
     "out": lambda t, a: t / "out",
@@ -269,6 +299,15 @@ BUILD: dict[str, Callable[[Path, Assets], Path]] = {
     "nested.json": lambda t, a: _write(t / "nested.json", b"[" * 100_000),
     "evil-run": lambda t, a: _copy_run(t, a, _evil_pickle(t)),
     "truncated-run": lambda t, a: _copy_run(t, a, (a.run / "model.pt").read_bytes()[:3000]),
+    "photos": lambda t, a: _photos(t),
+    "photos-link": lambda t, a: _linked(t / "photos-link", _photos(t)),
+    "a-link.png": lambda t, a: _linked(t / "a-link.png", _photos(t) / "a.png"),
+    "a-hardlink.png": lambda t, a: _hard_linked(t / "a-hardlink.png", _photos(t) / "a.png"),
+    "model.png": lambda t, a: _write(t / "model.png", a.model("texture").read_bytes()),
+    "checkpoints": lambda t, a: _holding(t / "ckpts", "small.onnx", a.checkpoint.read_bytes()),
+    "packages": lambda t, a: _holding(
+        t / "pkgs", "x.mlpackage/model.pt", a.checkpoint.read_bytes()
+    ),
 }
 
 
@@ -359,11 +398,20 @@ def _written(files: Files) -> None:
         assert image.size == (40, 24)
 
 
+def _photos_unchanged(files: Files) -> None:
+    folder = files.path("photos")
+    assert sorted(p.name for p in folder.iterdir()) == sorted(PHOTOS)
+    for name, args in PHOTOS.items():
+        with Image.open(folder / name) as image:
+            assert np.array_equal(np.asarray(image), np.asarray(picture(*args))), name
+
+
 CHECKS: dict[str, Callable[[Files], None]] = {
     "no code ran": _no_code_ran,
     "iteration 1 kept": lambda f: _iteration_kept(f, 1),
     "iteration 2 kept, --resume works": lambda f: _resumes(f, 2),
     "written": _written,
+    "photos unchanged": _photos_unchanged,
 }
 
 
@@ -521,6 +569,34 @@ CASES = [
     case("read-only output folder", "tn-run", f"{SYNTH} {{readonly}}/t.png", 2, "not writable"),
     case("missing output folder is created", "tn-run", f"{SYNTH} {{out}}/new/deeper/t.png", 0,
          check="written"),
+    # nothing a user had is lost: no output over an input, whatever its spelling or link
+    case("folder into itself", "tn-run", f"{STYLE} {{photos}} -o {{photos}}", 2,
+         "{photos}/a.png", "is the input itself", "choose another -o", check="photos unchanged"),
+    case("several files into their own folder, spelt with ..", "tn-run",
+         f"{STYLE} {{photos}}/a.png {{photos}}/b.png -o {{photos}}/../photos", 2,
+         "is the input itself", check="photos unchanged"),
+    case("folder into a link to itself", "tn-run", f"{STYLE} {{photos}} -o {{photos-link}}", 2,
+         "{photos-link}/a.png", "is the input itself ({photos}/a.png)",
+         check="photos unchanged"),
+    case("one file over itself, spelt with ..", "tn-run",
+         f"{STYLE} {{photos}}/a.png -o {{photos}}/../photos/a.png", 2, "is the input itself",
+         check="photos unchanged"),
+    case("one file over a symbolic link to it", "tn-run",
+         f"{STYLE} {{photos}}/a.png -o {{a-link.png}}", 2, "{a-link.png} is the input itself",
+         check="photos unchanged"),
+    case("one file over a hard link to it", "tn-run",
+         f"{STYLE} {{photos}}/a.png -o {{a-hardlink.png}}", 2,
+         "{a-hardlink.png} is the input itself", check="photos unchanged"),
+    case("texture over its own model", "tn-run", "synthesize {model.png} --size 40x24 -o "
+         "{model.png}", 2, "{model.png} is the input itself"),
+    case("export over its own checkpoint", "tn-export", f"{EXPORT} {{checkpoints}}/small.onnx "
+         "--name small -o {checkpoints}/../ckpts", 2, "small.onnx is the input itself"),
+    case("Core ML package that holds the checkpoint", "tn-export", "--format coreml "
+         "{packages}/x.mlpackage/model.pt --name x -o {packages}", 2,
+         "{packages}/x.mlpackage is a folder that holds the input"),
+    case("exemplar in the run's samples", "tn-train",
+         train_on("{run}/samples/iter_000001.png", "{run}") + " --resume", 2,
+         "{run}/samples is a folder that holds the input", check="iteration 1 kept"),
     # faults while working
     case("NaN loss", "tn-train", f"{RESUME} --resume --iterations 3", 1, "loss became nan",
          "model.pt is kept", "--resume", fault="nan loss", check="iteration 1 kept"),
@@ -608,6 +684,33 @@ def test_debug_shows_the_traceback(name, assets, tmp_path):
     argv = [files.fill(a) for a in c.argv] + ["--debug"]
     with pytest.raises(UserError):
         MAINS[c.tool](argv)
+
+
+# --- outputs over inputs: names that differ only in case ----------------------------------------
+
+
+def test_names_differing_only_in_case_are_one_file_where_the_file_system_ignores_case(
+    assets, tmp_path, monkeypatch, capsys
+):
+    """This file system tells Photo.png from photo.png; where one does not (macOS, Windows),
+    two inputs of those names must not be stylized into one folder: the second would replace
+    the first. The probe is faked here with a hard link, the only way to have two names for one
+    entry on a case-sensitive file system."""
+    for folder, name in (("x", "Photo.png"), ("y", "photo.png")):
+        picture(20, 20).save(_mkdir(tmp_path / folder) / name)
+    outputs = [tmp_path / "out" / "Photo.png", tmp_path / "out" / "photo.png"]
+    assert not atomic._ignores_case(tmp_path)
+    assert len({atomic.file_key(p) for p in outputs}) == 2
+    os.link(tmp_path / "x" / "Photo.png", tmp_path / "x" / "pHOTO.PNG")
+    assert atomic._ignores_case(tmp_path / "x")
+
+    monkeypatch.setattr(atomic, "_ignores_case", lambda folder: True)
+    assert len({atomic.file_key(p) for p in outputs}) == 1
+    argv = ["stylize", str(assets.model("style")), str(tmp_path / "x" / "Photo.png"),
+            str(tmp_path / "y" / "photo.png"), "-o", str(tmp_path / "out")]  # fmt: skip
+    assert run_main(argv) == 2
+    assert "would both be written" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 # --- process-level faults -----------------------------------------------------------------------

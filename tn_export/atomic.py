@@ -7,7 +7,7 @@ import errno
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .errors import UserError
@@ -28,6 +28,66 @@ def check_writable_dir(path: Path) -> None:
         ) from e
     if not os.access(path, os.W_OK | os.X_OK):
         raise UserError(f"output folder {path} is not writable; choose another -o")
+
+
+def file_key(path: str | os.PathLike) -> tuple:
+    """What `path` names, to tell whether two paths are one file however they are spelt.
+
+    An existing path is its device and inode, which every spelling, symbolic or hard link, and
+    (on a case-insensitive file system) every case of its name share. A path not written yet is
+    its real folder and its name, the name case-folded where that file system ignores case.
+    """
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError):
+        folder = Path(os.path.realpath(Path(path).parent))
+        name = Path(path).name
+        return ("new", str(folder), name.casefold() if _ignores_case(folder) else name)
+    return ("file", info.st_dev, info.st_ino)
+
+
+def _ignores_case(folder: Path) -> bool:
+    """Whether the file system of `folder` (or of its nearest existing ancestor) ignores case:
+    one of its entries, looked up with the case of its name swapped, is the entry itself."""
+    while not folder.is_dir() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                swapped = entry.name.swapcase()
+                if swapped != entry.name:
+                    other, mine = os.lstat(folder / swapped), entry.stat(follow_symlinks=False)
+                    return (other.st_dev, other.st_ino) == (mine.st_dev, mine.st_ino)
+    except OSError:  # the swapped name does not exist (or the folder cannot be read)
+        return False
+    return False
+
+
+def refuse_overwriting_inputs(
+    outputs: Iterable[str | os.PathLike],
+    inputs: Iterable[str | os.PathLike],
+    fix: str = "choose another -o",
+) -> None:
+    """Refuse, before anything is written, an output that is one of the command's own inputs,
+    or a folder that holds one: writing it would destroy that input. Paths are compared by
+    `file_key`, so no spelling, link or case of the name gets past."""
+    sources = [Path(p) for p in inputs]
+    holders: dict[Path, Path] = {}  # every folder that holds an input, by name or by link
+    for source in sources:
+        for spelling in (os.path.abspath(source), os.path.realpath(source)):
+            for folder in Path(spelling).parents:
+                holders.setdefault(folder, source)
+    folders = {file_key(folder): source for folder, source in holders.items()}
+    files = {file_key(source): source for source in sources}
+    for target in map(Path, outputs):
+        key = file_key(target)
+        if key in files:
+            other = "" if target == files[key] else f" ({files[key]})"
+            raise UserError(f"output {target} is the input itself{other}; {fix}")
+        if key in folders:
+            raise UserError(
+                f"output {target} is a folder that holds the input {folders[key]}; {fix}"
+            )
 
 
 @contextlib.contextmanager

@@ -6,10 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from tn_export.atomic import check_writable_dir
+from tn_export.atomic import check_writable_dir, refuse_overwriting_inputs
 from tn_export.descriptor import CONTENT_LAYER
 from tn_export.errors import ArgumentParser, cli_entry
-from tn_export.images import load_image
+from tn_export.images import image_files, load_image
 
 from .train import TrainConfig, TrainingError, train
 
@@ -67,12 +67,16 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     exemplar = args.texture if args.mode == "texture" else args.style
+    content = args.content if args.mode == "style" else []
+    # What train() writes into the run folder; no input may be among it.
+    written = [args.out / "model.pt", args.out / "log.jsonl", args.out / "samples"]
+    refuse_overwriting_inputs(written, [exemplar, *image_files(content)])
     load_image(exemplar)  # a bad exemplar fails here, before any model is built
     cfg = TrainConfig(
         mode=args.mode,
         exemplar=exemplar,
         out=args.out,
-        content=args.content if args.mode == "style" else [],
+        content=content,
         image_size=args.image_size,
         batch_size=args.batch_size,
         iterations=args.iterations,

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .. import __version__
-from ..atomic import atomic_path, check_writable_dir
+from ..atomic import atomic_path, check_writable_dir, refuse_overwriting_inputs
 from ..checkpoint import DEFAULT_MODEL, Checkpoint, bundled_model, load_checkpoint
 from ..contract import ModelContract
 from ..errors import ArgumentParser, UserError, cli_entry
@@ -483,6 +483,14 @@ def _record(
     }
 
 
+def _outputs(cfg: ExportConfig, name: str) -> list[Path]:
+    """Every path an export may write: the artifacts, ORT's usability report, the record."""
+    paths = [cfg.out / f"{name}{SUFFIX[fmt]}" for fmt in cfg.formats]
+    if "ort" in cfg.formats:
+        paths.append(cfg.out / f"{name}.usability.txt")
+    return [*paths, cfg.out / f"{name}.export.json"]
+
+
 def _progress(text: str) -> None:
     print(f"tn-export: {text}", file=sys.stderr, flush=True)
 
@@ -495,6 +503,7 @@ def main(argv: list[str] | None = None) -> int:
     ckpt, source = _load(cfg.checkpoint)
     name = cfg.name or default_name(source)
     contract = build_contract(ckpt, cfg, name)
+    refuse_overwriting_inputs(_outputs(cfg, name), [source])
     check_writable_dir(cfg.out)
     root, level = logging.getLogger(), logging.getLogger().level
     if "--debug" not in argv:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..atomic import check_writable_dir
+from ..atomic import check_writable_dir, file_key, refuse_overwriting_inputs
 from ..errors import ArgumentParser, UserError, cli_entry
 from ..images import SAVE_FORMATS, image_files, load_image, save_image
 from . import DEFAULT_TILE_PIXELS, Model, load
@@ -91,6 +91,7 @@ def _synthesize(model: Model, args: argparse.Namespace) -> None:
             args.output.with_name(f"{args.output.stem}-{i}{args.output.suffix}")
             for i in range(1, args.count + 1)
         ]
+    refuse_overwriting_inputs(outputs, [args.model])
     check_writable_dir(args.output.parent)
     start = time.perf_counter()
     # One texture at a time: memory stays that of one sample whatever --count is.
@@ -108,8 +109,6 @@ def _stylize_targets(inputs: list[Path], output: Path) -> list[tuple[Path, Path]
         raise UserError(f"no images found in {', '.join(map(str, inputs))}; pass image files")
     if len(inputs) == 1 and not inputs[0].is_dir() and output.suffix:
         _check_output_name(output)
-        if output.resolve() == files[0].resolve():
-            raise UserError(f"output {output} is the input itself; choose another -o")
         return [(files[0], output)]
     if output.suffix.lower() in SAVE_FORMATS:
         raise UserError(f"several inputs need a folder for -o, not the image name {output}")
@@ -117,19 +116,20 @@ def _stylize_targets(inputs: list[Path], output: Path) -> list[tuple[Path, Path]
     for f in files:
         suffix = f.suffix if f.suffix.lower() in SAVE_FORMATS else ".png"
         pairs.append((f, output / (f.stem + suffix)))
-    seen: dict[Path, Path] = {}
+    seen: dict[tuple, Path] = {}
     for source, target in pairs:
-        if target in seen:
+        if (key := file_key(target)) in seen:
             raise UserError(
-                f"{seen[target]} and {source} would both be written to {target}; "
+                f"{seen[key]} and {source} would both be written to {target}; "
                 "stylize them into different folders"
             )
-        seen[target] = source
+        seen[key] = source
     return pairs
 
 
 def _stylize(model: Model, args: argparse.Namespace) -> None:
     pairs = _stylize_targets(args.inputs, args.output)
+    refuse_overwriting_inputs([t for _, t in pairs], [args.model, *(s for s, _ in pairs)])
     check_writable_dir(pairs[0][1].parent)
     start = time.perf_counter()
     failed = 0
