@@ -398,6 +398,13 @@ def _written(files: Files) -> None:
         assert image.size == (40, 24)
 
 
+def _logged(files: Files, iterations: list[int]) -> None:
+    """The run folder holds one run: its model.pt and a log of `iterations`, nothing appended."""
+    _iteration_kept(files, iterations[-1])
+    rows = (files.path("run") / "log.jsonl").read_text().splitlines()
+    assert [json.loads(row)["iteration"] for row in rows] == iterations
+
+
 def _photos_unchanged(files: Files) -> None:
     folder = files.path("photos")
     assert sorted(p.name for p in folder.iterdir()) == sorted(PHOTOS)
@@ -412,6 +419,8 @@ CHECKS: dict[str, Callable[[Files], None]] = {
     "iteration 2 kept, --resume works": lambda f: _resumes(f, 2),
     "written": _written,
     "photos unchanged": _photos_unchanged,
+    "the other run kept": lambda f: _logged(f, [1]),
+    "a new run replaced it": lambda f: _logged(f, [2]),
 }
 
 
@@ -597,6 +606,17 @@ CASES = [
     case("exemplar in the run's samples", "tn-train",
          train_on("{run}/samples/iter_000001.png", "{run}") + " --resume", 2,
          "{run}/samples is a folder that holds the input", check="iteration 1 kept"),
+    # nothing a user had is lost: a new run never replaces another run
+    case("existing run without --resume", "tn-train", RESUME, 2,
+         "run folder {run} is not empty", "--resume", "new -o", "--overwrite",
+         check="the other run kept"),
+    case("folder of photos as run folder", "tn-train", train_on(run="{photos}"), 2,
+         "run folder {photos} is not empty", check="photos unchanged"),
+    case("--resume with --overwrite", "tn-train", f"{RESUME} --resume --overwrite", 2,
+         "--resume", "--overwrite", "give one", check="the other run kept"),
+    case("--overwrite starts a new run in its place", "tn-train",
+         f"{RESUME} --overwrite --iterations 2", 0, check="a new run replaced it"),
+    case("existing empty folder", "tn-train", f"{train_on(run='{folder}')} --iterations 1", 0),
     # faults while working
     case("NaN loss", "tn-train", f"{RESUME} --resume --iterations 3", 1, "loss became nan",
          "model.pt is kept", "--resume", fault="nan loss", check="iteration 1 kept"),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tn_export.atomic import check_writable_dir, refuse_overwriting_inputs
 from tn_export.descriptor import CONTENT_LAYER
-from tn_export.errors import ArgumentParser, cli_entry
+from tn_export.errors import ArgumentParser, UserError, cli_entry
 from tn_export.images import image_files, load_image
 
 from .train import TrainConfig, TrainingError, train
@@ -59,8 +59,31 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--sample-every", type=int, default=d["sample_every"].default)
         p.add_argument("--log-every", type=int, default=d["log_every"].default)
         p.add_argument("--resume", action="store_true", help="continue from OUT/model.pt")
+        p.add_argument(
+            "--overwrite",
+            action="store_true",
+            help="start a new run in a folder that holds one, replacing its model.pt and log",
+        )
         p.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
+
+
+def _check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
+    """A new run goes into a new or empty folder, so that it never replaces another run's
+    model.pt or mixes its log with it: anything else needs --resume or --overwrite."""
+    if resume and overwrite:
+        raise UserError("--resume continues the run in -o, --overwrite replaces it; give one")
+    if resume or overwrite or not out.is_dir():
+        return
+    try:
+        holds = next(iter(sorted(out.iterdir())), None)
+    except OSError as e:
+        raise UserError(f"cannot read run folder {out}: {e.strerror}; choose another -o") from e
+    if holds is not None:
+        raise UserError(
+            f"run folder {out} is not empty ({holds.name}: another run?); add --resume to "
+            "continue it, choose a new -o, or add --overwrite to replace it"
+        )
 
 
 @cli_entry("tn-train")
@@ -102,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         log_every=args.log_every,
         resume=args.resume,
     )
+    _check_run_folder(args.out, args.resume, args.overwrite)
     check_writable_dir(args.out)  # only once every argument is known good: no stray folders
     try:
         path = train(cfg)

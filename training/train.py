@@ -186,7 +186,9 @@ def _train(cfg: TrainConfig, ranks: Ranks) -> Path:
     loss_value, done = math.nan, start
     if ranks.is_main:
         cfg.out.mkdir(parents=True, exist_ok=True)
-    log = open(cfg.out / "log.jsonl", "a") if ranks.is_main else None  # noqa: SIM115 (closed below)
+    # A new run (tn-train --overwrite) starts a new log; a resumed one continues its own.
+    mode = "a" if cfg.resume else "w"
+    log = open(cfg.out / "log.jsonl", mode) if ranks.is_main else None  # noqa: SIM115 (closed below)
     bar = tqdm(
         range(start + 1, cfg.iterations + 1),
         initial=start,
