@@ -23,6 +23,7 @@ import random
 import re
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -348,28 +349,41 @@ def _interrupt(value):
     raise KeyboardInterrupt
 
 
-def _full_disk(write: Callable[[object, Path], None]) -> Callable:
-    """A writer that puts half a file down, then finds the disk full."""
+def _sigterm(value=None):
+    """`kill PID` sent to this process; cli_entry's handler raises it at the next bytecode."""
+    os.kill(os.getpid(), signal.SIGTERM)
+    return value
+
+
+def _no_space() -> None:
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def _half_written(write: Callable[[object, Path], None], then: Callable[[], None]) -> Callable:
+    """A writer that puts half a file down, then meets `then` (a full disk, a SIGTERM)."""
 
     def writer(obj, target, *args, **kwargs):
         buffer = io.BytesIO()
         write(obj, buffer)
         Path(target).write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        then()
 
     return writer
 
 
 _SAVE_CHECKPOINT, _SAVE_IMAGE = torch.save, Image.Image.save  # the real writers, kept
+_PNG = functools.partial(_SAVE_IMAGE, format="PNG")
 
 FAULTS: dict[str, Callable[[pytest.MonkeyPatch], None]] = {
     "nan loss": lambda p: _fail_loss(p, 1, lambda v: v * float("nan")),
     "inf loss": lambda p: _fail_loss(p, 1, lambda v: v * float("inf")),
     "ctrl-c": lambda p: _fail_loss(p, 2, _interrupt),
-    "full disk (checkpoint)": lambda p: p.setattr(torch, "save", _full_disk(_SAVE_CHECKPOINT)),
-    "full disk (image)": lambda p: p.setattr(
-        Image.Image, "save", _full_disk(functools.partial(_SAVE_IMAGE, format="PNG"))
+    "sigterm": lambda p: _fail_loss(p, 2, _sigterm),
+    "sigterm (image)": lambda p: p.setattr(Image.Image, "save", _half_written(_PNG, _sigterm)),
+    "full disk (checkpoint)": lambda p: p.setattr(
+        torch, "save", _half_written(_SAVE_CHECKPOINT, _no_space)
     ),
+    "full disk (image)": lambda p: p.setattr(Image.Image, "save", _half_written(_PNG, _no_space)),
 }
 
 
@@ -632,6 +646,11 @@ CASES = [
     case("full disk while saving an image", "tn-run", f"{SYNTH} {{out}}/t.png", 1,
          "{out}/t.png", "No space left on device", "nothing was written", "free some disk space",
          fault="full disk (image)"),
+    case("SIGTERM", "tn-train", f"{RESUME} --resume --iterations 4 --checkpoint-every 100", 143,
+         "tn-train: terminated", "model.pt is kept", "--resume", fault="sigterm",
+         check="iteration 2 kept, --resume works"),
+    case("SIGTERM while saving an image", "tn-run", f"{SYNTH} {{out}}/t.png", 143,
+         "tn-run: terminated", fault="sigterm (image)"),
 ]  # fmt: skip
 
 
@@ -842,6 +861,78 @@ def test_two_exports_to_the_same_path_at_once_leave_one_whole_artifact(assets, t
     onnx.checker.check_model(final)
     assert final.doc_string in ("A" * 3_000_000, "B" * 3_000_000)  # one writer's, whole
     assert json.loads((out / "same.export.json").read_text())["artifacts"][0]["installed"]
+
+
+def _stalled_exporter(argv: list[str], stderr: Path, conn) -> None:
+    """tn-export whose ONNX export writes half a file in its scratch folder, says where, and
+    waits there (for the signal)."""
+    from tn_export.export import cli
+
+    def stalled(generator, path, contract, dynamic_batch=True):
+        Path(path).write_bytes(b"half an ONNX file")
+        conn.send(str(Path(path).parent.parent))  # SCRATCH/fp32/NAME.onnx
+        conn.recv()  # never answered
+
+    cli.export_onnx = stalled
+    with open(stderr, "w") as sys.stderr:
+        sys.exit(cli.main(argv))
+
+
+def _killed_while_exporting(argv: list[str], tmp_path: Path, sig: int) -> tuple[Path, int]:
+    """Run tn-export in a child, send it `sig` while it works in its scratch folder; returns
+    that folder and the child's pid, once the child has ended."""
+    conn, child_conn = FORK.Pipe()
+    child = FORK.Process(target=_stalled_exporter, args=(argv, tmp_path / "err", child_conn))
+    child.start()
+    try:
+        assert conn.poll(WAIT)
+        scratch = Path(conn.recv())
+        assert scratch.is_dir() and scratch.name.startswith(f".small.export-{child.pid}-")
+        os.kill(child.pid, sig)
+        child.join(WAIT)
+    finally:
+        child.kill()
+    assert child.exitcode == (143 if sig == signal.SIGTERM else -sig)
+    return scratch, child.pid
+
+
+def _export_argv(out: Path, checkpoint: Path) -> list[str]:
+    return [str(checkpoint), "--format", "onnx", "--min-size", "32", "--max-size", "64",
+            "-o", str(out)]  # fmt: skip
+
+
+def test_sigterm_during_an_export_removes_its_scratch_folder(assets, tmp_path):
+    out = tmp_path / "out"
+    _killed_while_exporting(_export_argv(out, assets.checkpoint), tmp_path, signal.SIGTERM)
+    stderr = (tmp_path / "err").read_text()
+    assert stderr.splitlines()[-1] == "tn-export: terminated" and "Traceback" not in stderr
+    assert os.listdir(out) == []
+
+
+def _scratch_of(out: Path, name: str, pid: int, host: str) -> Path:
+    folder = _mkdir(out / f".{name}.export-{pid}-abc123")
+    (folder / "owner").write_text(host)
+    return folder
+
+
+def test_the_next_export_removes_the_scratch_folder_a_sigkill_left(assets, tmp_path, monkeypatch):
+    """A SIGKILL cannot be caught: the scratch folder stays, and nothing else. The next export
+    into the folder removes it, and only scratch folders whose process is gone."""
+    from tn_export.export import cli
+    from tn_export.export.graph import Validation
+
+    out = tmp_path / "out"
+    argv = _export_argv(out, assets.checkpoint)
+    scratch, pid = _killed_while_exporting(argv, tmp_path, signal.SIGKILL)
+    assert os.listdir(out) == [scratch.name] and (scratch / "owner").is_file()
+    running = _scratch_of(out, "running", os.getpid(), socket.gethostname())
+    elsewhere = _scratch_of(out, "elsewhere", pid, "another-host")
+    unowned = _mkdir(out / f".unowned.export-{pid}-abc123")  # made, its owner not written yet
+    monkeypatch.setattr(cli, "export_onnx", onnx_copier(assets.model("texture")))
+    monkeypatch.setattr(cli, "validate_onnx", lambda *args, **kwargs: Validation(True, "ok"))
+    assert export_main(argv) == 0
+    kept = [running.name, elsewhere.name, unowned.name]
+    assert sorted(os.listdir(out)) == sorted([*kept, "small.export.json", "small.onnx"])
 
 
 # --- image modes and EXIF orientation -----------------------------------------------------------

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import argparse
 import functools
+import signal
 import sys
+import threading
 from collections.abc import Callable
 
 
 class UserError(Exception):
     """Bad input from the user: a one-line message that names the problem and the fix (exit 2)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C wherever the command is, so that every `finally` runs and
+    temporary files and scratch folders are removed before the process ends."""
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise Terminated
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -21,7 +32,8 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def cli_entry(prog: str) -> Callable[[Callable[[list[str] | None], int | None]], Callable]:
-    """Wrap a CLI main: UserError -> exit 2, any other failure -> exit 1, one line on stderr.
+    """Wrap a CLI main: UserError -> exit 2, any other failure -> exit 1, one line on stderr;
+    Ctrl-C -> 130 and SIGTERM -> 143, each after cleaning up (see Terminated).
 
     `--debug` anywhere on the command line re-raises, so the traceback is shown.
     """
@@ -31,6 +43,9 @@ def cli_entry(prog: str) -> Callable[[Callable[[list[str] | None], int | None]],
         def run(argv: list[str] | None = None) -> int:
             args = sys.argv[1:] if argv is None else argv
             debug = "--debug" in args
+            # Signal handlers can only be set from the main thread (tests call mains elsewhere).
+            handles = threading.current_thread() is threading.main_thread()
+            previous = signal.signal(signal.SIGTERM, _terminated) if handles else None
             try:
                 return main(args) or 0
             except UserError as e:
@@ -38,6 +53,9 @@ def cli_entry(prog: str) -> Callable[[Callable[[list[str] | None], int | None]],
                     raise
                 print(f"{prog}: error: {e}", file=sys.stderr)
                 return 2
+            except Terminated:
+                print(f"{prog}: terminated", file=sys.stderr)
+                return 143
             except KeyboardInterrupt:
                 print(f"{prog}: interrupted", file=sys.stderr)
                 return 130
@@ -50,6 +68,9 @@ def cli_entry(prog: str) -> Callable[[Callable[[list[str] | None], int | None]],
                     file=sys.stderr,
                 )
                 return 1
+            finally:
+                if handles:  # `previous` is None when it was not set from Python: the default
+                    signal.signal(signal.SIGTERM, previous or signal.SIG_DFL)
 
         return run
 

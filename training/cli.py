@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tn_export.atomic import check_writable_dir, refuse_overwriting_inputs
 from tn_export.descriptor import CONTENT_LAYER
-from tn_export.errors import ArgumentParser, UserError, cli_entry
+from tn_export.errors import ArgumentParser, Terminated, UserError, cli_entry
 from tn_export.images import image_files, load_image
 
 from .train import TrainConfig, TrainingError, train
@@ -132,10 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingError as e:
         print(f"tn-train: failed: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (Terminated)
         kept = cfg.out / "model.pt"  # train() saved the last finished iteration there
         hint = f"; {kept} is kept: add --resume to continue" if kept.is_file() else ""
-        print(f"tn-train: interrupted{hint}", file=sys.stderr)
-        return 130
+        word, status = ("terminated", 143) if isinstance(e, Terminated) else ("interrupted", 130)
+        print(f"tn-train: {word}{hint}", file=sys.stderr)
+        return status
     print(f"tn-train: wrote {path}")
     return 0

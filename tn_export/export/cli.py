@@ -10,14 +10,18 @@ the table then says NOT VERIFIED and export.json records it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import logging
 import os
 import re
+import shutil
+import socket
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -47,6 +51,9 @@ PRECISIONS = {
 DEFAULT_PRECISION = {"onnx": "fp32", "ort": "fp32", "coreml": "fp16"}
 SUFFIX = {"onnx": ".onnx", "ort": ".ort", "coreml": ".mlpackage"}
 LABEL = {"onnx": "ONNX", "ort": "ORT", "coreml": "Core ML"}
+# Scratch folders: .NAME.export-PID-RANDOM, holding OWNER, the name of the host PID runs on.
+SCRATCH = re.compile(r"\..+\.export-(\d+)-\w+")
+OWNER = "owner"
 
 
 @dataclass(frozen=True)
@@ -397,6 +404,45 @@ def _coreml(
     return file
 
 
+@contextlib.contextmanager
+def _scratch(out: Path, name: str) -> Iterator[Path]:
+    """A hidden scratch folder in `out`, removed when the export ends, on SIGTERM too (cli_entry
+    raises it as an exception). A SIGKILL leaves it; the next export into `out` removes it."""
+    _sweep(out)
+    with tempfile.TemporaryDirectory(prefix=f".{name}.export-{os.getpid()}-", dir=out) as tmp:
+        (Path(tmp) / OWNER).write_text(socket.gethostname())
+        yield Path(tmp)
+
+
+def _sweep(out: Path) -> None:
+    """Remove the scratch folders of killed exports from `out`: those whose process, on this
+    host, is gone. A running export's, another host's, or one without its OWNER file yet (just
+    made) stay."""
+    host = socket.gethostname()
+    for entry in out.iterdir():
+        match = SCRATCH.fullmatch(entry.name)
+        if match is None or entry.is_symlink() or not entry.is_dir():
+            continue
+        try:
+            owner = (entry / OWNER).read_text()
+        except OSError:
+            continue
+        if owner == host and not _running(int(match[1])):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    """Whether process `pid` exists. A pid taken again by another process keeps its old scratch
+    folder: the safe side."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):  # another user's process; a number no pid can be
+        return True
+    return True
+
+
 def _install(art: Artifact, file: Path) -> None:
     """Rename the checked file (and its side files) from scratch into place."""
     for src in (*art.side_files, file):
@@ -510,8 +556,8 @@ def main(argv: list[str] | None = None) -> int:
         # The quantizer and the converters warn through the root logger about harmless details.
         root.setLevel(logging.ERROR)
     try:
-        with tempfile.TemporaryDirectory(prefix=f".{name}.export-", dir=cfg.out) as scratch:
-            arts = _export_all(cfg, ckpt, contract, name, Path(scratch))
+        with _scratch(cfg.out, name) as scratch:
+            arts = _export_all(cfg, ckpt, contract, name, scratch)
     finally:
         root.setLevel(level)
     print(table(arts))
