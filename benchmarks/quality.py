@@ -1,10 +1,13 @@
-"""Quality and diversity of a set of images against a texture: the texture loss the generator was
-trained on, how different samples of different seeds are (pixels and Gram statistics), and how
-visible the seam is when an image is tiled."""
+"""Quality of a model on the images its users receive (clamped to [0, 1], 8 bits): the Gram
+distance to its exemplar in a fixed ImageNet VGG-16, per layer and summed, how far that is from
+other textures, how different the samples of different seeds are, whether the elements keep the
+exemplar's size, and how visible the wrap-around seam is. `tn-bench quality` and the benchmark
+report both score models with the functions here."""
 
 from __future__ import annotations
 
 import itertools
+import math
 import statistics
 from collections.abc import Mapping, Sequence
 
@@ -13,29 +16,46 @@ import torch
 from tn_export.descriptor import VGGDescriptor
 from tn_export.export.graph import Deployable
 from tn_export.generator import PyramidGenerator
-from tn_export.losses import gram_matrix, texture_loss
+from tn_export.losses import content_loss, gram_matrix
+
+Grams = dict[str, torch.Tensor]
+
+
+def delivered(images: torch.Tensor) -> torch.Tensor:
+    """What a user receives: clamped to [0, 1] and rounded to 8 bits, as every runtime saves it."""
+    return (images.clamp(0, 1) * 255).round() / 255
 
 
 @torch.no_grad()
 def generator_samples(
     generator: PyramidGenerator, count: int, height: int, width: int, seed: int = 0
 ) -> torch.Tensor:
-    """`count` deployed (clamped) samples, seed + i for sample i: what a user of the model gets."""
+    """`count` delivered samples of a texture generator, seed + i for sample i."""
     model = Deployable(generator)
     noise = [
         generator.sample_input(1, height, width, torch.Generator().manual_seed(seed + i))
         for i in range(count)
     ]
-    return torch.cat([model(x) for x in noise])
+    return torch.cat([delivered(model(x)) for x in noise])
 
 
-def gram_distance(
-    a: Mapping[str, torch.Tensor],
-    b: Mapping[str, torch.Tensor],
-    targets: Mapping[str, torch.Tensor],
-) -> float:
-    """The texture loss's distance between two images' Grams (same per-layer normalisation)."""
-    return sum(float((a[k] - b[k]).pow(2).mean() / targets[k].pow(2).mean()) for k in targets)
+@torch.no_grad()
+def grams(descriptor: VGGDescriptor, image: torch.Tensor, layers: Sequence[str]) -> Grams:
+    """One image's (3, H, W) or (1, 3, H, W) Gram matrices, (C, C) per layer."""
+    features = descriptor(image.reshape(1, *image.shape[-3:]))
+    return {k: gram_matrix(features[k].float())[0] for k in layers}
+
+
+def layer_distances(a: Grams, b: Grams) -> dict[str, float]:
+    """Mean squared difference of two images' Gram entries, per layer: the absolute Gram
+    distance whose sum is the quality yardstick (and upstream's training loss)."""
+    return {k: float((a[k] - b[k]).pow(2).mean()) for k in a}
+
+
+def relative_distance(a: Grams, target: Grams) -> float:
+    """The same errors divided by the target's mean square per layer, summed: about 1 per layer
+    for an unrelated image (tn-train's --relative-loss)."""
+    return sum(float((a[k] - target[k]).pow(2).mean() / target[k].pow(2).mean()) for k in a)
 
 
 def seam_error(image: torch.Tensor) -> float:
@@ -44,28 +64,152 @@ def seam_error(image: torch.Tensor) -> float:
     rows = image.diff(dim=-2).abs().mean() + image.diff(dim=-1).abs().mean()
     wrap = (image[..., 0, :] - image[..., -1, :]).abs().mean()
     wrap = wrap + (image[..., :, 0] - image[..., :, -1]).abs().mean()
+    if rows == 0:  # a flat image: seamless if its edges agree too
+        return 1.0 if wrap == 0 else math.inf
     return float(wrap / rows)
 
 
-@torch.no_grad()
+def element_size(image: torch.Tensor) -> float:
+    """The size of a texture's elements in pixels, as its correlation length: the first lag at
+    which the radially averaged autocorrelation of its luminance crosses zero (about half the
+    spacing of peppers or bricks). A texture resized by s has it multiplied by s, so the ratio
+    of a sample's to its exemplar's compares their scales."""
+    lum = image.reshape(-1, *image.shape[-2:]).double().mean(0)
+    lum = lum - lum.mean()
+    h, w = lum.shape
+    # Zero-padded FFTs give the linear (not wrap-around) autocorrelation; dividing by the
+    # overlap at each lag makes it unbiased, so large lags are not pulled towards zero.
+    spectrum = torch.fft.rfft2(lum, s=(2 * h, 2 * w))
+    auto = torch.fft.irfft2(spectrum.abs().pow(2), s=(2 * h, 2 * w))
+    overlap = torch.fft.irfft2(torch.fft.rfft2(torch.ones_like(lum), s=(2 * h, 2 * w)).abs() ** 2)
+    auto = auto / overlap.clamp_min(1.0)
+    dy = torch.fft.fftfreq(2 * h, 1 / (2 * h)).abs()
+    dx = torch.fft.fftfreq(2 * w, 1 / (2 * w)).abs()
+    radius = (dy[:, None] ** 2 + dx[None, :] ** 2).sqrt().round().long()
+    limit = min(h, w) // 2
+    keep = radius <= limit
+    sums = torch.zeros(limit + 1, dtype=auto.dtype).index_add_(0, radius[keep], auto[keep])
+    counts = torch.zeros(limit + 1, dtype=auto.dtype).index_add_(
+        0, radius[keep], torch.ones_like(auto[keep])
+    )
+    profile = (sums / counts.clamp_min(1)) / auto[0, 0].clamp_min(1e-12)
+    below = (profile < 0).nonzero()
+    if not len(below):
+        return float(limit)
+    r = int(below[0])
+    # Linear interpolation between the last lag above zero and the first below it.
+    return float(r - 1 + profile[r - 1] / (profile[r - 1] - profile[r]))
+
+
+def _mean_sd(values: Sequence[float]) -> dict:
+    return {
+        "mean": statistics.fmean(values),
+        "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "values": list(values),
+    }
+
+
+def texture_quality(
+    descriptor: VGGDescriptor,
+    layers: Sequence[str],
+    samples: torch.Tensor,
+    exemplar: torch.Tensor,
+    against: Mapping[str, torch.Tensor] | None = None,
+    circular: bool = False,
+) -> dict:
+    """Score delivered samples (N, 3, H, W) against their exemplar (1, 3, h, w).
+
+    Returns the Gram distance (mean, sd, per layer), its relative form, the ratio of the nearest
+    `against` image's distance to the exemplar's, the mean pairwise pixel RMS and Gram distance
+    between samples (diversity), element sizes, and the seam error when `circular`.
+    """
+    target = grams(descriptor, exemplar, layers)
+    per_sample = [grams(descriptor, s, layers) for s in samples]
+    distances = [layer_distances(g, target) for g in per_sample]
+    totals = [sum(d.values()) for d in distances]
+    result: dict = {
+        "count": len(samples),
+        "size": list(samples.shape[-2:]),
+        "layers": list(layers),
+        "gram_distance": _mean_sd(totals),
+        "per_layer": {k: statistics.fmean(d[k] for d in distances) for k in layers},
+        "relative_distance": statistics.fmean(relative_distance(g, target) for g in per_sample),
+    }
+    if against:
+        others = {}
+        for name, image in against.items():
+            other = grams(descriptor, image, layers)
+            others[name] = statistics.fmean(
+                sum(layer_distances(g, other).values()) for g in per_sample
+            )
+        nearest = min(others, key=others.__getitem__)
+        result["against"] = others
+        result["nearest_other"] = nearest
+        result["separation"] = others[nearest] / max(result["gram_distance"]["mean"], 1e-12)
+    pairs = list(itertools.combinations(range(len(samples)), 2))
+    if pairs:
+        result["pixel_diversity"] = statistics.fmean(
+            float((samples[i] - samples[j]).pow(2).mean().sqrt()) for i, j in pairs
+        )
+        result["gram_diversity"] = statistics.fmean(
+            sum(layer_distances(per_sample[i], per_sample[j]).values()) for i, j in pairs
+        )
+    exemplar_size = element_size(exemplar)
+    sizes = [element_size(s) for s in samples]
+    result["element_size"] = {
+        "exemplar": exemplar_size,
+        "samples": statistics.fmean(sizes),
+        "ratio": statistics.fmean(sizes) / exemplar_size,
+    }
+    if circular:
+        result["seam_error"] = statistics.fmean(seam_error(s) for s in samples)
+    return result
+
+
+def style_quality(
+    descriptor: VGGDescriptor,
+    layers: Sequence[str],
+    content_layer: str,
+    style: torch.Tensor,
+    photos: Sequence[torch.Tensor],
+    stylized: Sequence[torch.Tensor],
+) -> dict:
+    """Style distance (Gram distance to the style image) of each delivered stylized photo, and
+    of the photo itself for reference, and the content distance (relative MSE at
+    `content_layer`) between each stylized photo and its original."""
+    target = grams(descriptor, style, layers)
+    before, after, content = [], [], []
+    for photo, out in zip(photos, stylized, strict=True):
+        with torch.no_grad():
+            fp, fo = (descriptor(x.reshape(1, *x.shape[-3:])) for x in (photo, out))
+        for feats, into in ((fp, before), (fo, after)):
+            g = {k: gram_matrix(feats[k].float())[0] for k in layers}
+            into.append(sum(layer_distances(g, target).values()))
+        content.append(float(content_loss(fo[content_layer], fp[content_layer])))
+    return {
+        "count": len(photos),
+        "layers": list(layers),
+        "content_layer": content_layer,
+        "style_distance": _mean_sd(after),
+        "photo_style_distance": _mean_sd(before),
+        "content_distance": _mean_sd(content),
+    }
+
+
 def evaluate(
     descriptor: VGGDescriptor,
     targets: Mapping[str, torch.Tensor],
     layers: Sequence[str],
     images: torch.Tensor,
 ) -> dict:
-    """Texture loss per image, mean pairwise pixel RMS and Gram distances, mean seam error.
-
-    Images go through the descriptor one at a time, so memory stays bounded at any count.
-    """
-    losses, per_image = [], []
-    for image in images:
-        features = descriptor(image[None])
-        losses.append(float(texture_loss(features, targets, layers)))
-        per_image.append({k: gram_matrix(features[k])[0] for k in layers})
+    """The benchmark's summary of a set of images against target Grams: the Gram distance per
+    image and its mean (`texture_loss`), mean pairwise pixel RMS and Gram distances, seam error."""
+    target = {k: targets[k].reshape(targets[k].shape[-2:]) for k in layers}
+    per_image = [grams(descriptor, image, layers) for image in images]
+    losses = [sum(layer_distances(g, target).values()) for g in per_image]
     pairs = list(itertools.combinations(range(len(images)), 2))
     pixel = [float((images[i] - images[j]).pow(2).mean().sqrt()) for i, j in pairs]
-    gram = [gram_distance(per_image[i], per_image[j], targets) for i, j in pairs]
+    gram = [sum(layer_distances(per_image[i], per_image[j]).values()) for i, j in pairs]
     return {
         "count": len(images),
         "texture_loss": statistics.fmean(losses),

@@ -87,7 +87,12 @@ def test_texture_loss_is_zero_at_the_target_and_positive_elsewhere():
     a, b = torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64) * 0.2
     targets = {k: gram_matrix(v) for k, v in d(a).items()}
     assert texture_loss(d(a), targets, TEXTURE_LAYERS).item() == pytest.approx(0.0, abs=1e-6)
-    assert texture_loss(d(b), targets, TEXTURE_LAYERS).item() > 0.1
+    assert texture_loss(d(b), targets, TEXTURE_LAYERS, relative=True).item() > 0.1
+    # The absolute form weighs each layer's error by its target's mean square.
+    layer = ["relu3_1"]
+    scale = targets["relu3_1"].pow(2).mean()
+    absolute, relative = (texture_loss(d(b), targets, layer, r).item() for r in (False, True))
+    assert absolute == pytest.approx(relative * scale.item(), rel=1e-5)
 
 
 def test_content_and_tv_losses():

@@ -15,7 +15,8 @@ import pytest
 import torch
 from conftest import onnx_copier
 
-from tn_export.checkpoint import bundled_model, save_checkpoint
+from tn_export import checkpoint
+from tn_export.checkpoint import bundled_model, load_model, save_checkpoint
 from tn_export.errors import UserError
 from tn_export.export import cli, coreml, graph
 from tn_export.export.graph import Validation
@@ -173,7 +174,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(case, tmp_path, full_c
 def test_without_a_checkpoint_the_missing_default_model_is_a_clear_error(
     tmp_path, monkeypatch, capsys
 ):
-    monkeypatch.setattr(cli, "DEFAULT_MODEL", tmp_path / "models" / "red_peppers.pt")
+    monkeypatch.setattr(checkpoint, "DEFAULT_MODEL", tmp_path / "models" / "red_peppers.pt")
     assert cli.main(["--format", "onnx", "-o", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "bundled default model" in err and "CHECKPOINT" in err and err.count("\n") == 1
@@ -181,13 +182,13 @@ def test_without_a_checkpoint_the_missing_default_model_is_a_clear_error(
 
 
 def test_a_bundled_model_is_found_by_its_name_and_a_file_of_that_name_wins(tmp_path, monkeypatch):
-    ckpt, source = cli._load(Path("red_peppers"))
-    assert source == cli.DEFAULT_MODEL and ckpt.config.mode == "texture"
+    ckpt, source = load_model(Path("red_peppers"))
+    assert source == checkpoint.DEFAULT_MODEL and ckpt.config.mode == "texture"
     assert bundled_model("../models/red_peppers") is None and bundled_model("no_such") is None
     monkeypatch.chdir(tmp_path)
     (tmp_path / "red_peppers").write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="red_peppers is not a readable"):
-        cli._load(Path("red_peppers"))
+        load_model(Path("red_peppers"))
 
 
 def test_an_error_from_the_installed_command_is_one_line_without_traceback(tmp_path):

@@ -103,3 +103,23 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> Check
         raise UserError(f"checkpoint {path} does not match its generator config ({first})") from e
     generator.eval()
     return Checkpoint(generator, payload.get("metadata", {}), payload.get("training_state"))
+
+
+def load_model(path: str | os.PathLike | None = None) -> tuple[Checkpoint, Path]:
+    """Any generator tn-export takes: a tn-train checkpoint, a bundled model's name, one of the
+    paper's released `.t7` files, or (None) the bundled default. Returns it and its file."""
+    if path is None:
+        if not DEFAULT_MODEL.is_file():
+            raise UserError(
+                f"the bundled default model {DEFAULT_MODEL} is not there (not trained yet?); "
+                "pass a CHECKPOINT such as runs/bricks/model.pt"
+            )
+        path = DEFAULT_MODEL
+    path = Path(path)
+    if not path.exists() and (bundled := bundled_model(str(path))):
+        path = bundled
+    if path.suffix.lower() == ".t7":
+        from .torch7 import load_torch7  # the Lua Torch reader is only needed for .t7 files
+
+        return load_torch7(path), path
+    return load_checkpoint(path), path

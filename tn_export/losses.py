@@ -19,20 +19,22 @@ def texture_loss(
     features: Mapping[str, torch.Tensor],
     target_grams: Mapping[str, torch.Tensor],
     layers: Sequence[str],
+    relative: bool = False,
 ) -> torch.Tensor:
-    """Sum over layers of the mean squared difference between Gram matrices, each divided by the
-    mean square of its target Gram. `target_grams[layer]` is (C, C) or (1, C, C).
+    """Sum over layers of the mean squared difference between Gram matrices (upstream's loss and
+    the quality yardstick of `tn-bench quality`). `target_grams[layer]` is (C, C) or (1, C, C).
 
-    VGG's Gram magnitudes differ by four orders between relu2_1 and relu5_1; without the division
-    two layers would decide everything. Upstream balanced them by normalising each layer's
-    gradient; this relative error does the same job and keeps the loss comparable across textures
-    (about 1 per layer for an unrelated image).
+    `relative` divides each layer's error by the mean square of its target Gram, so every layer
+    counts alike and an unrelated image scores about 1 per layer. Absolute errors let the layers
+    with the largest Gram entries (relu2_1, relu3_1) lead, which is what matches the paper's
+    models on colour and fine structure; see docs/training.md.
     """
     total = features[layers[0]].new_zeros(())
     for layer in layers:
         g = gram_matrix(features[layer])
         t = target_grams[layer]
-        total = total + (g - t.expand_as(g)).pow(2).mean() / t.pow(2).mean()
+        error = (g - t.expand_as(g)).pow(2).mean()
+        total = total + (error / t.pow(2).mean() if relative else error)
     return total
 
 

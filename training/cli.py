@@ -34,6 +34,11 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--layers", help="comma-separated, e.g. relu1_1,relu2_1,relu3_1")
         p.add_argument("--content-layer", default=CONTENT_LAYER)
         p.add_argument("--style-weight", type=float, default=d["style_weight"].default)
+        p.add_argument(
+            "--relative-loss",
+            action="store_true",
+            help="divide each layer's Gram error by its target's mean square (default: absolute)",
+        )
         p.add_argument("--content-weight", type=float, default=d["content_weight"].default)
         p.add_argument("--tv-weight", type=float, default=d["tv_weight"].default)
         p.add_argument("--diversity-weight", type=float, default=d["diversity_weight"].default)
@@ -110,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         content_layer=args.content_layer,
         style_weight=args.style_weight,
         content_weight=args.content_weight,
+        relative_loss=args.relative_loss,
         tv_weight=args.tv_weight,
         diversity_weight=args.diversity_weight,
         norm=args.norm,

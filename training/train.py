@@ -44,6 +44,7 @@ class TrainConfig:
     layers: tuple[str, ...] | None = None  # None: TEXTURE_LAYERS or STYLE_LAYERS by mode
     content_layer: str = CONTENT_LAYER
     style_weight: float = 1.0
+    relative_loss: bool = False  # divide each layer's Gram error by its target's mean square
     content_weight: float = 1.0
     tv_weight: float = 0.0
     diversity_weight: float = 0.0
@@ -140,7 +141,10 @@ def _train(cfg: TrainConfig, ranks: Ranks) -> Path:
 
     def loss_terms(x: torch.Tensor, out: torch.Tensor) -> dict[str, torch.Tensor]:
         feats = describe(out)
-        terms = {"texture": cfg.style_weight * texture_loss(feats, targets, cfg.layers)}
+        terms = {
+            "texture": cfg.style_weight
+            * texture_loss(feats, targets, cfg.layers, cfg.relative_loss)
+        }
         if crops is not None:
             with torch.no_grad():
                 target = describe(x)[cfg.content_layer].float()

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..atomic import atomic_path, check_writable_dir, refuse_overwriting_inputs
-from ..checkpoint import DEFAULT_MODEL, Checkpoint, bundled_model, load_checkpoint
+from ..checkpoint import Checkpoint, load_model
 from ..contract import ModelContract
 from ..errors import ArgumentParser, UserError, cli_entry
 from ..images import MAX_SIDE
@@ -202,23 +202,6 @@ def _config(argv: list[str]) -> ExportConfig:
 
 
 # --- model and contract -----------------------------------------------------------------------
-
-
-def _load(path: Path | None) -> tuple[Checkpoint, Path]:
-    if path is None:
-        if not DEFAULT_MODEL.is_file():
-            raise UserError(
-                f"the bundled default model {DEFAULT_MODEL} is not there (not trained yet?); "
-                "pass a CHECKPOINT such as runs/bricks/model.pt"
-            )
-        path = DEFAULT_MODEL
-    elif not path.exists() and (bundled := bundled_model(str(path))):
-        path = bundled
-    if path.suffix.lower() == ".t7":
-        from ..torch7 import load_torch7  # the Lua Torch reader is only needed for .t7 files
-
-        return load_torch7(path), path
-    return load_checkpoint(path), path
 
 
 def default_name(path: Path) -> str:
@@ -546,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     start = time.perf_counter()
     cfg = _config(argv)
-    ckpt, source = _load(cfg.checkpoint)
+    ckpt, source = load_model(cfg.checkpoint)
     name = cfg.name or default_name(source)
     contract = build_contract(ckpt, cfg, name)
     refuse_overwriting_inputs(_outputs(cfg, name), [source])

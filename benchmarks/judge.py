@@ -1,0 +1,196 @@
+"""tn-bench quality: draw a model's delivered samples (any file tn-export or tn-run takes), score
+them with benchmarks/quality.py, and write DIR/quality.json, DIR/quality.png and a table."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from tn_export.atomic import atomic_path
+from tn_export.checkpoint import load_model
+from tn_export.descriptor import CONTENT_LAYER, STYLE_LAYERS, TEXTURE_LAYERS, load_descriptor
+from tn_export.errors import UserError
+from tn_export.export.graph import Deployable
+from tn_export.images import from_array, load_image, save_image, to_array
+
+from . import quality
+
+RUNTIME_SUFFIXES = (".onnx", ".ort")  # run by tn_export.runtime, as an app would
+TILE = 192  # side of each picture in quality.png
+
+
+@dataclass
+class QualityConfig:
+    """One `tn-bench quality` run. Sizes are (width, height)."""
+
+    model: str
+    out: Path
+    exemplar: Path
+    descriptor_weights: str | None
+    against: list[Path] = field(default_factory=list)
+    photos: list[Path] = field(default_factory=list)  # style models: photos to stylize
+    size: tuple[int, int] = (256, 256)
+    samples: int = 8
+    seed: int = 1
+    descriptor: str = "vgg16"  # "random" in tests of the mechanics
+
+
+class Sampler:
+    """A model's delivered outputs, through PyTorch (checkpoints, bundled names, `.t7`) or
+    through onnxruntime exactly as tn-run runs it (`.onnx`, `.ort`)."""
+
+    def __init__(self, model: str) -> None:
+        self.name = model
+        if Path(model).suffix.lower() in RUNTIME_SUFFIXES:
+            from tn_export import runtime
+
+            self.runtime = runtime.load(model)
+            self.mode, self.padding = self.runtime.contract.mode, self.runtime.contract.padding
+        else:
+            self.runtime = None
+            generator = load_model(model)[0].generator
+            self.generator, self.model = generator, Deployable(generator)
+            self.mode, self.padding = generator.config.mode, generator.config.padding
+
+    def textures(self, count: int, size: tuple[int, int], seed: int) -> torch.Tensor:
+        w, h = size
+        if self.runtime is not None:
+            images = [self.runtime.synthesize(w, h, seed=seed + i)[0] for i in range(count)]
+            return torch.from_numpy(np.stack([to_array(im) for im in images]))
+        return quality.generator_samples(self.generator, count, h, w, seed)
+
+    @torch.no_grad()
+    def stylize(self, photo: Image.Image) -> torch.Tensor:
+        if self.runtime is not None:
+            return torch.from_numpy(to_array(self.runtime.stylize(photo)))
+        x = torch.from_numpy(to_array(photo))[None]
+        h, w = x.shape[-2:]
+        m = self.generator.config.size_multiple
+        ph, pw = -h % m, -w % m  # pad by reflection to the size the model runs, then crop back
+        padded = torch.nn.functional.pad(x, (0, pw, 0, ph), mode="reflect")
+        return quality.delivered(self.model(padded))[0, :, :h, :w]
+
+
+def _image(path: Path) -> torch.Tensor:
+    return torch.from_numpy(to_array(load_image(path)))[None]
+
+
+def run_quality(cfg: QualityConfig) -> dict:
+    """Score the model, write quality.json and quality.png into cfg.out, return the result."""
+    sampler = Sampler(cfg.model)
+    if sampler.mode == "style" and not cfg.photos:
+        raise UserError(f"{cfg.model} is a style model: pass --photos IMG ... to stylize")
+    layers = TEXTURE_LAYERS if sampler.mode == "texture" else STYLE_LAYERS
+    descriptor = load_descriptor(cfg.descriptor, [*layers, CONTENT_LAYER], cfg.descriptor_weights)
+    exemplar = _image(cfg.exemplar)
+    result: dict = {
+        "model": cfg.model,
+        "mode": sampler.mode,
+        "exemplar": str(cfg.exemplar),
+        "descriptor": cfg.descriptor,
+        "delivered": "clamped to [0, 1], 8 bits",
+    }
+    if sampler.mode == "texture":
+        samples = sampler.textures(cfg.samples, cfg.size, cfg.seed)
+        against = {p.name: _image(p) for p in cfg.against}
+        result.update(
+            quality.texture_quality(
+                descriptor, layers, samples, exemplar, against, sampler.padding == "circular"
+            )
+        )
+        strip = [("exemplar", exemplar[0]), *((f"seed {cfg.seed + i}", s) for i, s in
+                 enumerate(samples))]  # fmt: skip
+        rows = [strip, [(name, image[0]) for name, image in against.items()]]
+    else:
+        photos = [load_image(p) for p in cfg.photos]
+        stylized = [sampler.stylize(p) for p in photos]
+        arrays = [torch.from_numpy(to_array(p)) for p in photos]
+        result.update(
+            quality.style_quality(descriptor, layers, CONTENT_LAYER, exemplar, arrays, stylized)
+        )
+        rows = [
+            [
+                ("style", exemplar[0]),
+                *((p.name, a) for p, a in zip(cfg.photos, arrays, strict=True)),
+            ],
+            [("", torch.ones(3, 8, 8)), *(("stylized", s) for s in stylized)],
+        ]
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(cfg.out / "quality.json") as tmp:
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+    save_image(contact_sheet([r for r in rows if r]), cfg.out / "quality.png")
+    return result
+
+
+def contact_sheet(rows: list[list[tuple[str, torch.Tensor]]]) -> Image.Image:
+    """Labelled pictures in rows, each scaled to TILE pixels high."""
+    label_h, gap = 14, 4
+    cells = [
+        [(label, from_array(t.numpy())) for label, t in row] for row in rows
+    ]  # fmt: skip
+    widths = [sum(round(im.width * TILE / im.height) + gap for _, im in row) for row in cells]
+    sheet = Image.new("RGB", (max(widths), len(cells) * (TILE + label_h + gap)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for r, row in enumerate(cells):
+        x, y = 0, r * (TILE + label_h + gap)
+        for label, im in row:
+            w = round(im.width * TILE / im.height)
+            sheet.paste(im.resize((w, TILE), Image.Resampling.LANCZOS), (x, y + label_h))
+            draw.text((x + 2, y + 1), label, fill="black")
+            x += w + gap
+    return sheet
+
+
+def quality_table(result: dict) -> str:
+    """The result as a markdown table for the terminal and the README."""
+    if result["mode"] == "style":
+        s, p, c = (
+            result[k] for k in ("style_distance", "photo_style_distance", "content_distance")
+        )
+        return "\n".join([
+            f"Style quality of {result['model']} ({result['count']} photos, VGG-16, delivered "
+            "8-bit images)",
+            "",
+            "| | mean | sd |",
+            "| --- | --- | --- |",
+            f"| style distance, stylized | {s['mean']:.4g} | {s['sd']:.3g} |",
+            f"| style distance, the photo itself | {p['mean']:.4g} | {p['sd']:.3g} |",
+            f"| content distance (relu4_2, relative) | {c['mean']:.3g} | {c['sd']:.3g} |",
+        ])  # fmt: skip
+    g, layers = result["gram_distance"], result["layers"]
+    w, h = result["size"][1], result["size"][0]
+    lines = [
+        f"Quality of {result['model']} against {Path(result['exemplar']).name}: "
+        f"{result['count']} samples at {w}x{h}, VGG-16 Gram distance on delivered 8-bit images",
+        "",
+        "| Gram distance (mean ± sd) | " + " | ".join(layers) + " | relative |",
+        "| --- | " + " | ".join("---" for _ in layers) + " | --- |",
+        f"| {g['mean']:,.0f} ± {g['sd']:,.0f} | "
+        + " | ".join(f"{result['per_layer'][k]:,.1f}" for k in layers)
+        + f" | {result['relative_distance']:.3g} |",
+        "",
+    ]
+    if "separation" in result:
+        lines.append(
+            f"nearest other texture: {result['nearest_other']} at "
+            f"{result['against'][result['nearest_other']]:,.0f} "
+            f"({result['separation']:.1f}x the exemplar's distance)"
+        )
+    if "pixel_diversity" in result:
+        lines.append(
+            f"diversity between seeds: pixel RMS {result['pixel_diversity']:.3f}, "
+            f"Gram distance {result['gram_diversity']:,.0f}"
+        )
+    e = result["element_size"]
+    lines.append(
+        f"element size: samples {e['samples']:.1f} px, exemplar {e['exemplar']:.1f} px "
+        f"(ratio {e['ratio']:.2f})"
+    )
+    if "seam_error" in result:
+        lines.append(f"wrap-around seam error: {result['seam_error']:.2f} (1 = seamless)")
+    return "\n".join(lines)

@@ -1,0 +1,165 @@
+"""tn-bench quality: the yardstick's mechanics on a tiny random descriptor, and with the real
+VGG-16 that it tells the paper's released generators and the bundled model apart from noise and
+from other textures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from test_runtime import tiny_onnx
+
+from benchmarks import quality
+from benchmarks.cli import main as bench_main
+from benchmarks.judge import TILE, QualityConfig, quality_table, run_quality
+from tn_export.checkpoint import save_checkpoint
+from tn_export.contract import ModelContract
+from tn_export.descriptor import TEXTURE_LAYERS, load_descriptor
+from tn_export.generator import PyramidGenerator
+from tn_export.images import from_array, save_image, to_array
+
+# The bundled red_peppers model's mean Gram distance must stay at or below this (README).
+BUNDLED_RED_PEPPERS_TARGET = 80_000
+
+
+def _smooth_noise(size: int, blur: int, seed: int = 0) -> torch.Tensor:
+    """Blobs about `blur` pixels across: box-filtered noise, as a (3, size, size) image."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(1, 1, size + 2 * blur, size + 2 * blur, generator=g)
+    x = torch.nn.functional.avg_pool2d(x, 2 * blur + 1, stride=1)[..., :size, :size]
+    x = (x - x.min()) / (x.max() - x.min())
+    return x[0].expand(3, -1, -1).clone()
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("images")
+    paths = {}
+    for name, blur in (("fine", 2), ("coarse", 8)):
+        paths[name] = folder / f"{name}.png"
+        save_image(from_array(_smooth_noise(96, blur).numpy()), paths[name])
+    return paths
+
+
+def _config(model: str, out: Path, images: dict[str, Path], **changes) -> QualityConfig:
+    base = dict(
+        model=model, out=out, exemplar=images["fine"], descriptor_weights=None,
+        against=[images["coarse"]], size=(64, 64), samples=3, descriptor="random",
+    )  # fmt: skip
+    return QualityConfig(**{**base, **changes})
+
+
+def test_element_size_follows_the_scale_of_the_image():
+    small = _smooth_noise(128, 3)
+    large = torch.nn.functional.interpolate(small[None], scale_factor=2, mode="bilinear")[0]
+    ratio = quality.element_size(large) / quality.element_size(small)
+    assert 1.8 < ratio < 2.2
+    assert quality.element_size(_smooth_noise(128, 8)) > 1.3 * quality.element_size(small)
+
+
+def test_the_exemplar_scores_zero_against_itself_and_more_against_others():
+    d = load_descriptor("random", TEXTURE_LAYERS)
+    a, b = _smooth_noise(64, 2), _smooth_noise(64, 8, seed=1)
+    r = quality.texture_quality(d, TEXTURE_LAYERS, a[None], a[None], {"b": b[None]})
+    assert r["gram_distance"]["mean"] == pytest.approx(0.0, abs=1e-9)
+    assert r["against"]["b"] > 0 and r["nearest_other"] == "b"
+    assert sum(r["per_layer"].values()) == pytest.approx(r["gram_distance"]["mean"], abs=1e-9)
+
+
+def test_delivered_images_are_clamped_and_8_bit():
+    x = torch.tensor([-0.5, 0.1234, 0.5, 1.7])
+    out = quality.delivered(x)
+    assert out.min() >= 0 and out.max() <= 1
+    assert torch.equal(out * 255, (out * 255).round())
+
+
+def _tiny(mode: str = "texture") -> PyramidGenerator:
+    """A 3-scale generator whose norms have seen one batch, so its eval output is not flat."""
+    torch.manual_seed(0)
+    g = PyramidGenerator(mode, scales=3, channels=4)
+    with torch.no_grad():
+        g(torch.rand(2, g.config.input_channels, 32, 32))
+        g.to_rgb.bias.fill_(0.5)  # mid-grey plus a little structure, not clipped flat
+        g.to_rgb.weight.mul_(100.0)
+    return g.eval()
+
+
+def test_quality_of_a_checkpoint_writes_json_and_picture(tmp_path, images, capsys):
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, _tiny())
+    result = run_quality(_config(str(path), tmp_path / "q", images))
+    saved = json.loads((tmp_path / "q" / "quality.json").read_text())
+    assert saved["gram_distance"]["mean"] == pytest.approx(result["gram_distance"]["mean"])
+    assert len(saved["gram_distance"]["values"]) == 3 and saved["seam_error"] > 0
+    assert saved["against"]["coarse.png"] > 0 and saved["pixel_diversity"] > 0
+    with Image.open(tmp_path / "q" / "quality.png") as sheet:
+        assert sheet.width > 4 * TILE and sheet.height > 2 * TILE
+    table = quality_table(result)
+    assert "relu5_1" in table and "nearest other texture: coarse.png" in table
+
+
+def test_quality_of_an_onnx_model_runs_through_the_runtime(tmp_path, images):
+    # An identity graph with a texture contract: its "texture" is its own noise, clipped.
+    contract = ModelContract(mode="texture", size_multiple=4, min_size=8, max_size=256)
+    model = tiny_onnx(tmp_path / "noise.onnx", 4, contract.to_metadata())
+    result = run_quality(_config(str(model), tmp_path / "q", images))
+    assert result["count"] == 3 and result["size"] == [64, 64]
+    # Clipped unit noise is about half 0 and half above: far from the smooth exemplar.
+    assert result["pixel_diversity"] > 0.3
+
+
+def test_style_model_needs_photos(tmp_path, images, capsys):
+    path = tmp_path / "style.pt"
+    save_checkpoint(path, _tiny("style"))
+    with pytest.raises(Exception, match="--photos"):
+        run_quality(_config(str(path), tmp_path / "q", images))
+    photo = images["coarse"]
+    result = run_quality(_config(str(path), tmp_path / "q", images, photos=[photo, photo]))
+    assert result["count"] == 2 and result["content_distance"]["mean"] >= 0
+    assert "style distance" in quality_table(result)
+
+
+def test_cli_refuses_a_bad_size_in_one_line(tmp_path, images, capsys):
+    code = bench_main(
+        ["quality", "red_peppers", "--exemplar", str(images["fine"]), "--size", "9x", "-o",
+         str(tmp_path / "q")]
+    )  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--size" in err and not (tmp_path / "q").exists()
+
+
+# --- with the real VGG-16 -----------------------------------------------------------------------
+
+
+def _judge(shared_dir: Path, weights: Path, model: str, texture: str, out: Path) -> dict:
+    textures = shared_dir / "data" / "textures"
+    cfg = QualityConfig(
+        model=model, out=out, exemplar=textures / texture, descriptor_weights=str(weights),
+        against=[p for p in sorted(textures.iterdir()) if p.name != texture], samples=2,
+    )  # fmt: skip
+    return run_quality(cfg)
+
+
+def test_released_bricks_model_beats_noise_and_red_peppers(shared_dir, vgg16_weights, tmp_path):
+    model = shared_dir / "data" / "texture_nets_v1_models" / "bricks.png_model.t7"
+    if not model.is_file():
+        pytest.skip(f"{model} is absent: the paper's released bricks model is needed")
+    result = _judge(shared_dir, vgg16_weights, str(model), "bricks.png", tmp_path / "q")
+    noise = torch.rand(2, 3, 256, 256, generator=torch.Generator().manual_seed(0))
+    d = load_descriptor("vgg16", TEXTURE_LAYERS, vgg16_weights)
+    exemplar = torch.from_numpy(to_array(Image.open(shared_dir / "data/textures/bricks.png")))
+    as_noise = quality.texture_quality(d, TEXTURE_LAYERS, quality.delivered(noise), exemplar[None])
+    assert result["gram_distance"]["mean"] * 20 < as_noise["gram_distance"]["mean"]
+    assert result["against"]["red-peppers.jpg"] > 20 * result["gram_distance"]["mean"]
+
+
+def test_bundled_red_peppers_model_stays_within_its_stated_quality(
+    shared_dir, vgg16_weights, tmp_path
+):
+    result = _judge(shared_dir, vgg16_weights, "red_peppers", "red-peppers.jpg", tmp_path / "q")
+    assert result["gram_distance"]["mean"] <= BUNDLED_RED_PEPPERS_TARGET
+    assert result["separation"] > 10
