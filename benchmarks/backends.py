@@ -1,8 +1,10 @@
-"""The generator's backends, each timed in its own interpreter with a fixed thread count.
+"""The networks' backends, each timed in its own interpreter with a fixed thread count.
 
 The functions named in BACKENDS run inside the child (see isolated.py): they load the model (timed
 apart), warm up, time `runs` calls, and save the output for one fixed input so the parent can
-compare backends. Only the libraries a backend needs are imported, so its memory is its own.
+compare backends. onnxruntime runs through `tn_export.runtime`, the code apps run (its session
+options, padding, cropping and 8-bit image included); PyTorch eager is the reference. Only the
+libraries a backend needs are imported, so its memory is its own.
 """
 
 from __future__ import annotations
@@ -14,17 +16,6 @@ from dataclasses import dataclass
 
 from .isolated import Unavailable
 
-# onnxruntime's settings for every ONNX variant: all graph optimisations; the arena on but memory
-# patterns off (design.md: same speed, about half the peak memory at 1024x1024).
-ORT_SETTINGS = {
-    "graph_optimization_level": "ORT_ENABLE_ALL",
-    "enable_cpu_mem_arena": True,
-    "enable_mem_pattern": False,
-    "execution_mode": "ORT_SEQUENTIAL",
-    "inter_op_num_threads": 1,
-}
-
-
 # What an idle interpreter imports for each runtime's memory baseline: what its child imports.
 LIBRARIES = {
     "torch": (
@@ -33,15 +24,16 @@ LIBRARIES = {
         "tn_export.export.graph",
         "tn_export.descriptor",
         "tn_export.losses",
+        "benchmarks.peers",
     ),
-    "onnxruntime": ("numpy", "onnxruntime"),
+    "onnxruntime": ("tn_export.runtime",),
     "coreml": ("numpy", "coremltools"),
 }
 
 
 @dataclass(frozen=True)
 class Backend:
-    """One way to run the generator: which child function, which model file, which runtime."""
+    """One way to run a network: which child function, which model file, which runtime."""
 
     name: str
     function: str  # "module:function" run in the child
@@ -71,13 +63,14 @@ GROUPS = {
     "onnxruntime": ["onnxruntime-fp32", "onnxruntime-fp16", "onnxruntime-int8"],
     "coreml": ["coreml"],
 }
+PEER_BACKENDS = ("torch", "onnxruntime-fp32")  # the peer runs on these (when chosen) only
 
 
 @dataclass(frozen=True)
 class Cell:
     """One measurement: a backend's model file at one size, sent to the child as a dict."""
 
-    model: str  # checkpoint, .onnx or .mlpackage path
+    model: str  # checkpoint (the peer's: a state dict), .onnx or .mlpackage path
     mode: str  # "texture" | "style"
     channels: int
     height: int
@@ -86,6 +79,7 @@ class Cell:
     warmup: int
     threads: int
     output: str  # .npy path for the output of the fixed input
+    network: str = "pyramid"  # or a peer's name (benchmarks/peers.py)
 
 
 def model_input(c: Cell, seed: int = 0):
@@ -113,25 +107,43 @@ def time_runs(call: Callable[[], object], runs: int, warmup: int) -> tuple[list[
 
 
 def run_onnxruntime(cell: dict) -> dict:
+    """Time what an app calls: `synthesize` (noise drawn, run, cropped, made 8-bit) for texture
+    models, `stylize` of an 8-bit photo for style models."""
     c = Cell(**cell)
     import numpy as np
-    import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = c.threads
-    options.inter_op_num_threads = ORT_SETTINGS["inter_op_num_threads"]
-    options.execution_mode = getattr(ort.ExecutionMode, ORT_SETTINGS["execution_mode"])
-    level = ORT_SETTINGS["graph_optimization_level"]
-    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
-    options.enable_cpu_mem_arena = ORT_SETTINGS["enable_cpu_mem_arena"]
-    options.enable_mem_pattern = ORT_SETTINGS["enable_mem_pattern"]
+    from tn_export.images import MAX_PIXELS, from_array
+    from tn_export.runtime import load
+
     start = time.perf_counter()
-    session = ort.InferenceSession(c.model, options, providers=["CPUExecutionProvider"])
+    # One tile, the whole image: a cell measures one pass of the network, so that its latency,
+    # memory and FLOPs belong together (by default stylize tiles images over 512x512).
+    model = load(c.model, threads=c.threads, tile_pixels=MAX_PIXELS)
     load_s = time.perf_counter() - start
-    feed = {session.get_inputs()[0].name: model_input(c)}
-    times, out = time_runs(lambda: session.run(None, feed)[0], c.runs, c.warmup)
-    np.save(c.output, np.asarray(out, dtype=np.float32))
-    return {"load_s": load_s, "times_s": times, "settings": {**ORT_SETTINGS, "threads": c.threads}}
+    x = model_input(c)
+    if model.contract.mode == "texture":
+        times, _ = time_runs(lambda: model.synthesize(c.width, c.height, seed=0), c.runs, c.warmup)
+    else:
+        photo = from_array(x[0])
+        times, _ = time_runs(lambda: model.stylize(photo), c.runs, c.warmup)
+    # Backends are compared on float outputs: the 8-bit image would hide errors below 1/255.
+    np.save(c.output, model.run(x))
+    return {"load_s": load_s, "times_s": times, "settings": session_settings(model.session)}
+
+
+def session_settings(session) -> dict:
+    """The options the runtime's session really runs with, read back from it."""
+    o = session.get_session_options()
+    return {
+        "graph_optimization_level": o.graph_optimization_level.name,
+        "enable_cpu_mem_arena": o.enable_cpu_mem_arena,
+        "enable_mem_pattern": o.enable_mem_pattern,
+        "execution_mode": o.execution_mode.name,
+        "threads": o.intra_op_num_threads,
+        "inter_op_num_threads": o.inter_op_num_threads,
+        "providers": session.get_providers(),
+        "via": "tn_export.runtime",
+    }
 
 
 def run_torch(cell: dict) -> dict:
@@ -139,12 +151,19 @@ def run_torch(cell: dict) -> dict:
     import numpy as np
     import torch
 
-    from tn_export.checkpoint import load_checkpoint
     from tn_export.export.graph import Deployable
 
     torch.set_num_threads(c.threads)
     start = time.perf_counter()
-    deployable = Deployable(load_checkpoint(c.model).generator).eval()
+    if c.network == "pyramid":
+        from tn_export.checkpoint import load_checkpoint
+
+        network = load_checkpoint(c.model).generator
+    else:
+        from . import peers
+
+        network = peers.load(c.model)
+    deployable = Deployable(network).eval()
     load_s = time.perf_counter() - start
     x = torch.from_numpy(model_input(c))
     with torch.inference_mode():

@@ -1,7 +1,8 @@
 """tn-bench: measure a texture generator against the Gatys et al. optimisation, and report.
 
 tn-bench [--model CHECKPOINT] [--sizes 256,512,1024,768x512] [--backends torch,onnxruntime]
-         [--gatys/--no-gatys] [--gatys-iterations N] [--runs N] [--threads N] [--quick] -o DIR
+         [--peer/--no-peer] [--gatys/--no-gatys] [--gatys-pixels sigmoid,unbounded]
+         [--gatys-seeds N] [--gatys-iterations N] [--runs N] [--threads N] [--quick] -o DIR
 tn-bench report DIR/results.json [-o DIR] [--notes FILE]
 tn-bench train-speed [--image-size 256] [--batch-size 4] [--iterations 4] [--rounds 3] -o DIR
 """
@@ -29,7 +30,7 @@ QUICK = {  # --quick: small sizes and budgets, under two minutes on 2 cores
     "gatys_size": 128,
     "gatys_memory_size": 128,
     "gatys_iterations": 40,
-    "gatys_seconds": 15.0,
+    "gatys_seconds": 8.0,
     "samples": 4,
     "warmup": 2,
     "peak_n": 2048,
@@ -64,6 +65,18 @@ def parse_backends(text: str) -> list[str]:
             raise UserError(f"--backends: unknown backend {part!r}; choose from {choices}")
         names += GROUPS.get(part, [part])
     return list(dict.fromkeys(names))
+
+
+def parse_pixels(text: str) -> list[str]:
+    from .gatys import PIXELS
+
+    names = list(dict.fromkeys(filter(None, (p.strip() for p in text.split(",")))))
+    unknown = [n for n in names if n not in PIXELS]
+    if unknown or not names:
+        raise UserError(
+            f"--gatys-pixels: {', '.join(unknown) or 'empty'}; choose from {', '.join(PIXELS)}"
+        )
+    return names
 
 
 def _positive(kind: type):
@@ -103,14 +116,35 @@ def bench_parser() -> argparse.ArgumentParser:
         help=f"any of {', '.join([*GROUPS, *BACKENDS])}",
     )
     p.add_argument(
+        "--peer",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure Johnson et al.'s feed-forward transformer on torch and "
+        "onnxruntime-fp32 (default on)",
+    )
+    p.add_argument(
         "--gatys",
         action=argparse.BooleanOptionalAction,
         default=True,
         help="run the Gatys et al. baseline (default on)",
     )
     p.add_argument("--gatys-iterations", type=_positive(int), help="optimiser steps (default 1000)")
-    p.add_argument("--gatys-seconds", type=_positive(float), help="wall-time budget (default 300)")
+    p.add_argument(
+        "--gatys-seconds", type=_positive(float), help="wall-time budget per run (default 300)"
+    )
     p.add_argument("--gatys-optimizer", choices=["lbfgs", "adam"], default="lbfgs")
+    p.add_argument(
+        "--gatys-pixels",
+        default="sigmoid,unbounded",
+        help="what Gatys optimises: pixels = sigmoid(z), and/or the pixels themselves (clamped "
+        "on delivery); the one reaching parity sooner is the baseline (default both)",
+    )
+    p.add_argument(
+        "--gatys-seeds",
+        type=_positive(int),
+        default=3,
+        help="Gatys runs per parametrisation, for the 95 %% interval (default 3)",
+    )
     p.add_argument("--gatys-size", type=_positive(int), help="time-to-parity size (default 256)")
     p.add_argument(
         "--gatys-memory-size",
@@ -231,12 +265,15 @@ def make_config(args: argparse.Namespace, argv: list[str]) -> BenchConfig:
         descriptor_weights=weights,
         sizes=parse_sizes(args.sizes or quick.get("sizes", DEFAULT_SIZES)),
         backends=parse_backends(args.backends),
+        peer=args.peer,
         runs=args.runs,
         warmup=pick("warmup", 3),
         threads=args.threads,
         cell_budget_s=args.cell_budget,
         gatys=args.gatys,
         gatys_optimizer=args.gatys_optimizer,
+        gatys_pixels=parse_pixels(args.gatys_pixels),
+        gatys_seeds=args.gatys_seeds,
         gatys_iterations=pick("gatys_iterations", 1000),
         gatys_seconds=pick("gatys_seconds", 300.0),
         gatys_size=pick("gatys_size", 256),

@@ -1,27 +1,49 @@
-"""The Gatys et al. (2015) baseline: optimise the pixels of one image from noise to match the Gram
-statistics of the texture, with the same descriptor, layers and loss the generator was trained on.
+"""The Gatys et al. (2015) baseline: optimise one image from noise to match the Gram statistics of
+the texture, judged on the image a user would receive.
 
-Runs in its own interpreter (isolated.py) so its peak memory is the optimisation's alone. The clock
-starts at the first loss evaluation: loading the descriptor and computing the texture's Grams are
-timed apart, just as the generator's model load is.
+At every loss evaluation the current image is clamped to [0, 1], rounded to 8 bits (as the
+generator's images are delivered) and scored with the quality yardstick, the absolute Gram
+distance (benchmarks/quality.py); parity is the first moment that delivered image reaches the
+generator's mean sample loss. The optimiser itself minimises the per-layer relative Gram loss,
+which converges best, over either of two parametrisations:
+
+- "unbounded": the pixels themselves (torch's L-BFGS has no bounds; clamped only on delivery);
+- "sigmoid": pixels = sigmoid(z) with z optimised, so the image is always in range.
+
+Runs in its own interpreter (isolated.py) so its peak memory is the optimisation's alone; all
+seeds of one parametrisation run in that interpreter, one after the other. The clock starts at a
+run's first loss evaluation and stands still while the delivered image is scored (that is the
+benchmark measuring, not Gatys working). Loading the descriptor, the texture's Grams and one
+warm-up evaluation at the run's size are timed apart, as the generator's load and warm-up are.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+if TYPE_CHECKING:
+    import torch
+
+    from tn_export.descriptor import VGGDescriptor
+
 LBFGS_HISTORY = 10  # scipy's L-BFGS-B default (maxcor), the optimiser of Gatys et al.'s code
+LBFGS_STEP = 20  # iterations per optimizer.step call (torch's default); the history carries over
 ADAM_LR = 0.02
 MAX_CURVE_POINTS = 400
+PIXELS = ("sigmoid", "unbounded")
+SIGMOID_EPS = 1e-3  # the starting noise's logit is clipped here: sigmoid(z) never reaches 0 or 1
 
 
 @dataclass(frozen=True)
 class GatysRun:
-    """One optimisation run, sent to the child as a dict."""
+    """The runs of one parametrisation, one per seed, sent to the child as a dict."""
 
     texture: str
     descriptor: str
@@ -30,12 +52,13 @@ class GatysRun:
     height: int
     width: int
     optimizer: str  # "lbfgs" | "adam"
+    pixels: str  # one of PIXELS
     iterations: int
-    seconds: float
+    seconds: float  # wall-time budget of each seed's run
     threads: int
-    target_loss: float | None  # stop when reached; None: run the whole budget (memory run)
-    image_out: str | None  # .npy of the image at parity (or at the end)
-    seed: int = 0
+    target_loss: float | None  # stop when the delivered image reaches it; None: whole budget
+    seeds: list[int]
+    image_dir: str | None  # writes gatys_<pixels>_<seed>.png: the image at parity (or the last)
 
 
 class _Stop(Exception):
@@ -50,91 +73,115 @@ def time_to_parity(times: list[float], losses: list[float], target: float) -> fl
     return None
 
 
-def speedup(parity_s: float | None, budget_s: float, latency_s: float) -> dict:
-    """Time to parity over the generator's latency; a lower bound when parity was not reached."""
-    if parity_s is None:
-        return {"value": budget_s / latency_s, "bound": True}
-    return {"value": parity_s / latency_s, "bound": False}
+def thin(curve: Mapping[str, list[float]], points: int = MAX_CURVE_POINTS) -> dict:
+    """At most `points` evenly spaced samples of each of the curve's series, first and last kept."""
+    n = len(curve["t_s"])
+    keep = np.unique(np.linspace(0, n - 1, min(points, n)).round().astype(int))
+    return {k: [v[i] for i in keep] for k, v in curve.items()}
 
 
-def thin(times: list[float], losses: list[float], points: int = MAX_CURVE_POINTS) -> dict:
-    """At most `points` evenly spaced samples of the loss curve, keeping the first and last."""
-    keep = np.unique(np.linspace(0, len(times) - 1, min(points, len(times))).round().astype(int))
-    return {"t_s": [times[i] for i in keep], "loss": [losses[i] for i in keep]}
+def image_name(pixels: str, seed: int) -> str:
+    return f"gatys_{pixels}_{seed}.png"
 
 
-def synthesize(run: dict) -> dict:
-    """Run Gatys et al.'s synthesis; returns the loss curve, time to parity and budget spent."""
+def optimise(
+    descriptor: VGGDescriptor,
+    targets: Mapping[str, torch.Tensor],
+    r: GatysRun,
+    start: torch.Tensor,
+) -> tuple[dict, torch.Tensor]:
+    """One run from the (1, 3, H, W) image `start`: its record and the delivered image at parity
+    (or at the last evaluation when parity was not reached within the budget)."""
     import torch
 
-    from tn_export.descriptor import load_descriptor
-    from tn_export.images import load_image, to_array
-    from tn_export.losses import gram_matrix, texture_loss
+    from tn_export.losses import texture_loss
 
-    r = GatysRun(**run)
-    torch.set_num_threads(r.threads)
-    start = time.perf_counter()
-    descriptor = load_descriptor(r.descriptor, r.layers, r.descriptor_weights)
-    texture = torch.from_numpy(to_array(load_image(r.texture))).unsqueeze(0)
-    with torch.no_grad():
-        targets = {k: gram_matrix(v) for k, v in descriptor(texture).items()}
-    setup_s = time.perf_counter() - start
+    from .quality import delivered
 
-    g = torch.Generator().manual_seed(r.seed)
-    x = torch.rand(1, 3, r.height, r.width, generator=g).requires_grad_(True)
+    sigmoid = r.pixels == "sigmoid"
+    z = (torch.logit(start, eps=SIGMOID_EPS) if sigmoid else start.clone()).requires_grad_(True)
     if r.optimizer == "lbfgs":
         opt = torch.optim.LBFGS(
-            [x],
-            max_iter=r.iterations,
-            max_eval=4 * r.iterations,
-            history_size=LBFGS_HISTORY,
-            line_search_fn="strong_wolfe",
+            [z], max_iter=LBFGS_STEP, history_size=LBFGS_HISTORY, line_search_fn="strong_wolfe"
         )
+        steps = math.ceil(r.iterations / LBFGS_STEP)
     else:
-        opt = torch.optim.Adam([x], lr=ADAM_LR)
-    times: list[float] = []
-    losses: list[float] = []
-    at_parity: np.ndarray | None = None
+        opt = torch.optim.Adam([z], lr=ADAM_LR)
+        steps = r.iterations
+    curve: dict[str, list[float]] = {"t_s": [], "loss": [], "optimiser_loss": []}
+    shown = delivered(start)
+    paused = 0.0  # seconds spent scoring delivered images, off the clock
+
+    def clock() -> float:
+        return time.perf_counter() - t0 - paused
 
     def closure() -> torch.Tensor:
-        nonlocal at_parity
-        if time.perf_counter() - t0 > r.seconds:
+        nonlocal shown, paused
+        if clock() > r.seconds:
             raise _Stop
         opt.zero_grad()
-        # Unbounded pixels (torch's L-BFGS has no bounds; a clamp inside the loss stalls it): the
-        # optimiser's own loss is the lowest it sees, so parity comes early if anything.
-        loss = texture_loss(descriptor(x), targets, r.layers)
+        image = torch.sigmoid(z) if sigmoid else z
+        loss = texture_loss(descriptor(image), targets, r.layers, relative=True)
         loss.backward()
-        times.append(time.perf_counter() - t0)
-        losses.append(loss.item())
-        if r.target_loss is not None and losses[-1] <= r.target_loss:
-            at_parity = x.detach().clamp(0, 1).numpy()[0].copy()
+        curve["t_s"].append(clock())
+        scoring = time.perf_counter()
+        shown = delivered(image.detach())
+        with torch.no_grad():
+            curve["loss"].append(float(texture_loss(descriptor(shown), targets, r.layers)))
+        curve["optimiser_loss"].append(loss.item())
+        paused += time.perf_counter() - scoring
+        if r.target_loss is not None and curve["loss"][-1] <= r.target_loss:
             raise _Stop
-        if not math.isfinite(losses[-1]):
+        if not math.isfinite(curve["optimiser_loss"][-1]):
             raise _Stop
         return loss
 
     t0 = time.perf_counter()
     try:
-        if r.optimizer == "lbfgs":
-            opt.step(closure)  # one call runs all iterations; the closure stops it early
-        else:
-            for _ in range(r.iterations):
-                opt.step(closure)
+        for _ in range(steps):
+            opt.step(closure)
     except _Stop:
         pass
-    elapsed_s = time.perf_counter() - t0
-    parity_s = time_to_parity(times, losses, r.target_loss) if r.target_loss is not None else None
-    if r.image_out:
-        image = at_parity if at_parity is not None else x.detach().clamp(0, 1).numpy()[0]
-        np.save(r.image_out, image)
-    return {
-        "setup_s": setup_s,
-        "elapsed_s": elapsed_s,
-        "iterations": opt.state[x]["n_iter"] if r.optimizer == "lbfgs" else len(losses),
-        "evaluations": len(losses),
-        "final_loss": losses[-1],
-        "best_loss": min(losses),
-        "parity_s": parity_s,
-        "curve": thin(times, losses),
+    target = r.target_loss
+    record = {
+        "elapsed_s": clock(),
+        "iterations": opt.state[z].get("n_iter", 0)
+        if r.optimizer == "lbfgs"
+        else len(curve["t_s"]),
+        "evaluations": len(curve["t_s"]),
+        "parity_s": None if target is None else time_to_parity(curve["t_s"], curve["loss"], target),
+        "loss": curve["loss"][-1],  # of the image returned: the one that stopped the run
+        "best_loss": min(curve["loss"]),
+        "curve": thin(curve),
     }
+    return record, shown
+
+
+def synthesize(run: dict) -> dict:
+    """Run Gatys et al.'s synthesis once per seed (in the child); the runs' records."""
+    import torch
+
+    from tn_export.descriptor import load_descriptor
+    from tn_export.images import from_array, load_image, save_image, to_array
+    from tn_export.losses import gram_matrix, texture_loss
+
+    r = GatysRun(**run)
+    torch.set_num_threads(r.threads)
+    begin = time.perf_counter()
+    descriptor = load_descriptor(r.descriptor, r.layers, r.descriptor_weights)
+    texture = torch.from_numpy(to_array(load_image(r.texture))).unsqueeze(0)
+    with torch.no_grad():
+        targets = {k: gram_matrix(v) for k, v in descriptor(texture).items()}
+    warm = torch.rand(1, 3, r.height, r.width).requires_grad_(True)
+    texture_loss(descriptor(warm), targets, r.layers, relative=True).backward()
+    setup_s = time.perf_counter() - begin
+
+    runs = []
+    for seed in r.seeds:
+        start = torch.rand(1, 3, r.height, r.width, generator=torch.Generator().manual_seed(seed))
+        record, image = optimise(descriptor, targets, r, start)
+        record["seed"] = seed
+        if r.image_dir:
+            save_image(from_array(image[0].numpy()), Path(r.image_dir) / image_name(r.pixels, seed))
+        runs.append(record)
+    return {"pixels": r.pixels, "setup_s": setup_s, "runs": runs}

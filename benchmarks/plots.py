@@ -12,7 +12,18 @@ import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from .analysis import HEADLINE, MIB, find_cell, ok_cells, scaling_fits  # noqa: E402
+from .analysis import (  # noqa: E402
+    HEADLINE,
+    MIB,
+    find_cell,
+    gatys_baseline,
+    gatys_memory,
+    ok_cells,
+    scaling_fits,
+    series,
+)
+
+SHOWN_SAMPLES = 4  # generator samples in the image strip
 
 
 def _png(fig, dpi: int = 110) -> bytes:
@@ -23,56 +34,63 @@ def _png(fig, dpi: int = 110) -> bytes:
 
 
 def latency(results: dict) -> bytes | None:
-    """Median latency (p10-p90 bars) against megapixels per backend, with the linear fits."""
-    cells = ok_cells(results)
-    if not cells:
+    """Median latency (p10-p90 bars) against megapixels per network and backend, with the
+    linear fits."""
+    if not ok_cells(results):
         return None
     fits = scaling_fits(results)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for backend in dict.fromkeys(c["backend"] for c in cells):
-        own = sorted(ok_cells(results, backend), key=lambda c: c["pixels"])
+    for network, backend in series(results):
+        own = sorted(ok_cells(results, backend, network), key=lambda c: c["pixels"])
         mp = [c["pixels"] / 1e6 for c in own]
         med = [c["median_ms"] for c in own]
         err = [
             [m - c["p10_ms"] for m, c in zip(med, own, strict=True)],
             [c["p90_ms"] - m for m, c in zip(med, own, strict=True)],
         ]
-        line = ax.errorbar(mp, med, yerr=err, marker="o", ls="none", capsize=3, label=backend)
-        fit = fits[backend]["latency"]
+        label = f"{network} {backend}"
+        line = ax.errorbar(mp, med, yerr=err, marker="o", ls="none", capsize=3, label=label)
+        fit = fits[network, backend]["latency"]
         if fit:  # a line with an intercept is a curve on log axes: draw it point by point
             xs = np.geomspace(fit.min_pixels, fit.max_pixels, 50)
             ax.plot(xs / 1e6, fit.slope * xs + fit.intercept, color=line[0].get_color(), lw=1)
     ax.set(xscale="log", yscale="log", xlabel="megapixels", ylabel="latency, ms (median, p10-p90)")
-    ax.set_title("Generator latency against image size (lines: linear fits)")
+    ax.set_title("Latency against image size (lines: linear fits)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     return _png(fig)
 
 
 def memory(results: dict) -> bytes | None:
-    """Peak RSS increase over an idle interpreter, per backend and size, with the Gatys runs."""
+    """Peak RSS increase over an idle interpreter, per network, backend and size, with the
+    Gatys baseline's runs."""
     cells = [c for c in ok_cells(results) if c.get("rss_increase_bytes")]
     if not cells:
         return None
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for backend in dict.fromkeys(c["backend"] for c in cells):
-        own = sorted((c for c in cells if c["backend"] == backend), key=lambda c: c["pixels"])
+    for network, backend in dict.fromkeys((c["network"], c["backend"]) for c in cells):
+        own = sorted(
+            (c for c in cells if (c["network"], c["backend"]) == (network, backend)),
+            key=lambda c: c["pixels"],
+        )
         ax.plot(
             [c["pixels"] / 1e6 for c in own],
             [c["rss_increase_bytes"] / MIB for c in own],
             marker="o",
-            label=backend,
+            label=f"{network} {backend}",
         )
     g = results["gatys"]
     if g.get("status") == "ok":
-        runs = [g[k] for k in ("parity", "memory") if k in g and g[k].get("rss_increase_bytes")]
+        sizes = {g["size"], *([g["memory"]["size"]] if "memory" in g else [])}
+        runs = {s: gatys_memory(results, s) for s in sorted(sizes)}
+        runs = {s: r for s, r in runs.items() if r and r.get("rss_increase_bytes")}
         ax.plot(
-            [r["size"] ** 2 / 1e6 for r in runs],
-            [r["rss_increase_bytes"] / MIB for r in runs],
+            [s**2 / 1e6 for s in runs],
+            [r["rss_increase_bytes"] / MIB for r in runs.values()],
             marker="s",
             ls="none",
             color="black",
-            label=f"Gatys ({g['optimizer']})",
+            label=f"Gatys ({g['optimizer']}, {gatys_baseline(g)})",
         )
     ax.set(xscale="log", yscale="log", xlabel="megapixels", ylabel="peak RSS over idle, MiB")
     ax.set_title("Memory: peak RSS increase over an idle interpreter")
@@ -82,41 +100,46 @@ def memory(results: dict) -> bytes | None:
 
 
 def gatys_loss(results: dict) -> bytes | None:
-    """Gatys loss against wall time, the generator's mean loss and its latency marked."""
+    """Loss of Gatys's delivered image against wall time, every parametrisation and seed, with
+    the generator's mean loss and latency marked."""
     g = results["gatys"]
     if g.get("status") != "ok":
         return None
-    run = g["parity"]
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    ax.plot(run["curve"]["t_s"], run["curve"]["loss"], label=f"Gatys ({g['optimizer']})")
-    ax.axhline(g["target_loss"], color="C1", ls="--", label="generator mean loss")
-    cell = find_cell(results, HEADLINE, run["size"], run["size"])
+    for i, (pixels, child) in enumerate(g["variants"].items()):
+        color = f"C{i}"
+        for j, run in enumerate(child["runs"]):
+            curve = run["curve"]
+            label = f"Gatys, {pixels} pixels ({len(child['runs'])} seeds)" if j == 0 else None
+            ax.plot(curve["t_s"], curve["loss"], color=color, lw=1, alpha=0.8, label=label)
+            if run["parity_s"] is not None:
+                ax.plot([run["parity_s"]], [g["target_loss"]], "o", color=color, ms=5)
+    ax.axhline(g["target_loss"], color="C3", ls="--", label="generator mean loss")
+    cell = find_cell(results, HEADLINE, g["size"], g["size"])
     if cell:
         t = cell["median_ms"] / 1e3
         ax.axvline(t, color="C2", ls=":", label=f"generator latency ({HEADLINE})")
         ax.plot([t], [g["target_loss"]], marker="*", ms=12, color="C2", ls="none")
-    if run["parity_s"] is not None:
-        ax.plot(
-            [run["parity_s"]],
-            [g["target_loss"]],
-            marker="o",
-            color="C3",
-            ls="none",
-            label=f"parity at {run['parity_s']:.1f} s",
-        )
-    ax.set(xscale="log", yscale="log", xlabel="wall time, s", ylabel="texture loss")
-    ax.set_title(f"Gatys et al. at {run['size']}x{run['size']} vs one generator sample")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="wall time, s",
+        ylabel="Gram distance of the delivered image",
+    )
+    ax.set_title(f"Gatys et al. at {g['size']}x{g['size']} vs the generator (dots: parity)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     return _png(fig)
 
 
 def image_strip(results: dict, base: Path) -> bytes | None:
-    """Texture, generator samples, Gatys result at parity (files next to results.json)."""
+    """Texture, generator samples, Gatys's image (files next to results.json)."""
     images = results.get("images", {})
     entries = [("texture", images.get("texture"))]
-    entries += [(f"sample {i}", p) for i, p in enumerate(images.get("samples", []))]
-    entries.append(("Gatys at parity", images.get("gatys")))
+    entries += [(f"seed {i}", p) for i, p in enumerate(images.get("samples", [])[:SHOWN_SAMPLES])]
+    g = results["gatys"]
+    at_parity = g.get("status") == "ok" and g["image"]["at_parity"]
+    entries.append(("Gatys at parity" if at_parity else "Gatys, last", images.get("gatys")))
     entries = [(label, base / p) for label, p in entries if p and (base / p).is_file()]
     if not entries:
         return None

@@ -12,7 +12,7 @@ from pathlib import Path
 from tn_export.atomic import atomic_path
 
 from . import analysis, plots
-from .analysis import HEADLINE, MIB, find_cell, ok_cells
+from .analysis import HEADLINE, JOHNSON, MIB, PYRAMID, find_cell, ok_cells, series
 
 # A block is ("h2"|"h3", text) | ("p", text) | ("code", text) | ("table", headers, rows)
 # | ("img", plot name, caption).
@@ -28,6 +28,8 @@ def fmt_time(seconds: float | None) -> str:
 def fmt_bytes(n: float | None) -> str:
     if n is None:
         return "-"
+    if n < 10 * MIB:  # weights: 0.45 MiB, not 0 MiB
+        return f"{n / MIB:.2g} MiB"
     return f"{n / MIB:.0f} MiB" if n < 2**30 else f"{n / 2**30:.2f} GiB"
 
 
@@ -39,41 +41,50 @@ def _sizes(results: dict) -> list[tuple[int, int]]:
     return sorted({(c["width"], c["height"]) for c in results["cells"]}, key=lambda s: s[0] * s[1])
 
 
-def _backends(results: dict) -> list[str]:
-    return list(dict.fromkeys(c["backend"] for c in results["cells"]))
-
-
-def _cell_any(results: dict, backend: str, size: tuple[int, int]) -> dict | None:
+def _cell_any(results: dict, network: str, backend: str, size: tuple[int, int]) -> dict | None:
     for c in results["cells"]:
-        if c["backend"] == backend and (c["width"], c["height"]) == size:
+        if (c["network"], c["backend"], c["width"], c["height"]) == (network, backend, *size):
             return c
     return None
 
 
+def _parity_text(budget_s: float, stats: dict) -> str:
+    if stats["bound"]:
+        missed = stats["seeds"] - stats["reached"]
+        return (
+            f"not at the generator's quality within {fmt_time(budget_s)} on "
+            f"{missed} of {stats['seeds']} seeds"
+        )
+    ci = stats["ci95_s"]
+    interval = f", 95 % CI {fmt_time(ci[0])}-{fmt_time(ci[1])}" if ci else ""
+    return (
+        f"{fmt_time(stats['mean_s'])} (mean of {stats['seeds']} seeds{interval}) until its "
+        "delivered image is as good"
+    )
+
+
 def headline_table(results: dict) -> Block | None:
-    """Generator vs Gatys et al.: time for one texture, memory, loss (the paper's claim)."""
+    """Generator vs Gatys et al. at its best: time for one delivered texture of the generator's
+    quality, memory, loss (the paper's claim)."""
     g = results["gatys"]
     if g.get("status") != "ok":
         return None
-    run, size = g["parity"], g["parity"]["size"]
+    size, best = g["size"], analysis.gatys_baseline(g)
     gen = find_cell(results, HEADLINE, size, size)
     rows = []
     if gen:
-        up = analysis.gatys_speedups(results).get(HEADLINE)
-        parity = (
-            f"{fmt_time(run['parity_s'])} to reach the generator's loss"
-            if run["parity_s"] is not None
-            else f"not at the generator's loss after {fmt_time(run['elapsed_s'])}"
-        )
+        up = analysis.gatys_speedups(results)[HEADLINE]
         rows.append(
             [
                 f"time for one {size}x{size} texture",
                 f"{fmt_time(gen['median_ms'] / 1e3)} (median)",
-                parity,
-                f"{'> ' if up['bound'] else ''}{up['value']:.0f}x",
+                _parity_text(
+                    results["config"]["gatys_seconds"], analysis.parity_times(g["variants"][best])
+                ),
+                analysis.speedup_text(up),
             ]
         )
-    for msize in sorted({r["size"] for k in ("parity", "memory") if (r := g.get(k))}):
+    for msize in sorted({size, *([g["memory"]["size"]] if "memory" in g else [])}):
         cell, grun = (
             find_cell(results, HEADLINE, msize, msize),
             analysis.gatys_memory(results, msize),
@@ -89,15 +100,21 @@ def headline_table(results: dict) -> Block | None:
             )
     sets = results["quality"].get("sets", {})
     if "generator" in sets and "gatys" in sets:
+        at = "at parity" if g["image"]["at_parity"] else "at the end of its budget"
         rows.append(
             [
-                f"texture loss at {size}x{size} (lower is better)",
-                f"{sets['generator']['texture_loss']:.3g} (mean of {sets['generator']['count']})",
-                f"{sets['gatys']['texture_loss']:.3g}",
+                f"Gram distance of the delivered {size}x{size} image (lower is better)",
+                f"{sets['generator']['texture_loss']:.4g} (mean of {sets['generator']['count']})",
+                f"{sets['gatys']['texture_loss']:.4g} ({at})",
                 "",
             ]
         )
-    head = ["", f"generator ({HEADLINE})", f"Gatys et al. ({g['optimizer']})", "ratio"]
+    head = [
+        "",
+        f"generator ({HEADLINE})",
+        f"Gatys et al. ({g['optimizer']}, {best} pixels)",
+        "ratio",
+    ]
     return ("table", head, rows)
 
 
@@ -157,23 +174,29 @@ def _targets(results: dict) -> list[Block]:
 
 def _latency(results: dict, figures: dict[str, bytes]) -> list[Block]:
     sizes, rows = _sizes(results), []
-    for backend in _backends(results):
-        row = [backend]
+    for network, backend in series(results, ok_only=False):
+        row = [network, backend]
         for size in sizes:
-            c = _cell_any(results, backend, size)
+            c = _cell_any(results, network, backend, size)
             if c is None:
                 row.append("")
             elif c["status"] == "ok":
                 row.append(f"{c['median_ms']:.4g} ({c['p10_ms']:.4g}-{c['p90_ms']:.4g})")
             else:
                 row.append(c["status"])
-        loads = [c["load_s"] for c in ok_cells(results, backend)]
+        loads = [c["load_s"] for c in ok_cells(results, backend, network)]
         row.append(fmt_time(min(loads)) if loads else "-")
         rows.append(row)
-    head = ["backend", *(size_label(*s) for s in sizes), "model load"]
+    head = ["network", "backend", *(size_label(*s) for s in sizes), "model load"]
     blocks: list[Block] = [
         ("h2", "Latency"),
-        ("p", "Median latency in ms (p10-p90), one image per call; model load timed apart."),
+        (
+            "p",
+            "Median latency in ms (p10-p90), one image per call; model load timed apart. "
+            "onnxruntime runs through tn_export.runtime as apps do: the pyramid's `synthesize` "
+            "(noise, network, crop, 8-bit image), the peer's `stylize` of an 8-bit photo (one "
+            "tile: the whole image); PyTorch eager runs the bare network.",
+        ),
         ("table", head, rows),
     ]
     if "latency" in figures:
@@ -183,10 +206,10 @@ def _latency(results: dict, figures: dict[str, bytes]) -> list[Block]:
 
 def _memory(results: dict, figures: dict[str, bytes]) -> list[Block]:
     sizes, rows = _sizes(results), []
-    for backend in _backends(results):
-        row = [backend]
+    for network, backend in series(results, ok_only=False):
+        row = [network, backend]
         for size in sizes:
-            c = find_cell(results, backend, *size)
+            c = find_cell(results, backend, *size, network=network)
             row.append(
                 f"{fmt_bytes(c['peak_rss_bytes'])} (+{fmt_bytes(c['rss_increase_bytes'])})"
                 if c
@@ -201,7 +224,7 @@ def _memory(results: dict, figures: dict[str, bytes]) -> list[Block]:
             "Peak RSS of the process that ran the backend (in brackets: its increase over an idle "
             f"interpreter that imported the same libraries; idle: {idle}).",
         ),
-        ("table", ["backend", *(size_label(*s) for s in sizes)], rows),
+        ("table", ["network", "backend", *(size_label(*s) for s in sizes)], rows),
     ]
     if "memory" in figures:
         blocks.append(("img", "memory", "Peak memory increase per backend and size"))
@@ -216,6 +239,7 @@ def _agreement(results: dict) -> list[Block]:
             psnr = "identical" if v["psnr_db"] is None else f"{v['psnr_db']:.1f} dB"
             rows.append(
                 [
+                    c["network"],
                     c["backend"],
                     size_label(c["width"], c["height"]),
                     v["reference"],
@@ -227,8 +251,12 @@ def _agreement(results: dict) -> list[Block]:
         return []
     return [
         ("h2", "Agreement between backends"),
-        ("p", "Output for the same fixed input against the reference backend (values in [0, 1])."),
-        ("table", ["backend", "size", "reference", "PSNR", "max abs error"], rows),
+        (
+            "p",
+            "Float output for the same fixed input against the reference backend of the same "
+            "network (values in [0, 1]).",
+        ),
+        ("table", ["network", "backend", "size", "reference", "PSNR", "max abs error"], rows),
     ]
 
 
@@ -236,8 +264,14 @@ def _roofline(results: dict) -> list[Block]:
     peak = results.get("peak")
     if not peak or not results["flops"]:
         return []
-    flops = ", ".join(
-        f"{size_label(f['width'], f['height'])} {f['flops'] / 1e9:.3g}" for f in results["flops"]
+    flops = "; ".join(
+        f"{network} "
+        + ", ".join(
+            f"{size_label(f['width'], f['height'])} {f['flops'] / 1e9:.3g}"
+            for f in results["flops"]
+            if f["network"] == network
+        )
+        for network in dict.fromkeys(f["network"] for f in results["flops"])
     )
     rows = []
     for c in ok_cells(results):
@@ -246,6 +280,7 @@ def _roofline(results: dict) -> list[Block]:
             rate = fraction * peak["gflops_best"]
             rows.append(
                 [
+                    c["network"],
                     c["backend"],
                     size_label(c["width"], c["height"]),
                     f"{rate:.0f}",
@@ -262,18 +297,19 @@ def _roofline(results: dict) -> list[Block]:
             f"threads; median {peak['gflops_median']:.0f}). int8 and fp16 rows are measured "
             "against the same fp32 peak.",
         ),
-        ("table", ["backend", "size", "GFLOP/s", "share of fp32 peak"], rows),
+        ("table", ["network", "backend", "size", "GFLOP/s", "share of fp32 peak"], rows),
     ]
 
 
 def _scaling(results: dict) -> list[Block]:
     rows = []
-    for backend, fits in analysis.scaling_fits(results).items():
+    for (network, backend), fits in analysis.scaling_fits(results).items():
         lat, mem = fits["latency"], fits["memory"]
         if lat is None:
             continue
         rows.append(
             [
+                network,
                 backend,
                 f"{lat.slope * 1e6:.4g} ms/MP + {lat.intercept:.3g} ms",
                 f"{lat.r2:.4f}",
@@ -284,7 +320,7 @@ def _scaling(results: dict) -> list[Block]:
         )
     if not rows:
         return []
-    head = ["backend", "latency fit", "R^2", "memory fit", "R^2", "sizes (pixels)"]
+    head = ["network", "backend", "latency fit", "R^2", "memory fit", "R^2", "sizes (pixels)"]
     return [
         ("h2", "Scaling"),
         ("p", "Least-squares lines against pixel count over every size measured (MP = 10^6 px)."),
@@ -292,61 +328,171 @@ def _scaling(results: dict) -> list[Block]:
     ]
 
 
+def _networks(results: dict) -> list[Block]:
+    """The pyramid beside its peer: parameters, weights, FLOPs, and why memory does not follow
+    the parameter count."""
+    if not results["peers"]:
+        return []
+    model = results["model"]
+    networks = {
+        PYRAMID: {"parameters": model["parameters"], "description": "Texture Networks pyramid"},
+        **results["peers"],
+    }
+    sizes = sorted({(f["width"], f["height"]) for f in results["flops"]}, key=lambda s: s[0] * s[1])
+    rows = []
+    for name, info in networks.items():
+        gflop = [analysis.flops_at(results, *size, network=name) for size in sizes]
+        rows.append(
+            [
+                name,
+                info["description"],
+                f"{info['parameters']:,}",
+                fmt_bytes(4 * info["parameters"]),
+                *("-" if f is None else f"{f / 1e9:.3g}" for f in gflop),
+            ]
+        )
+    head = [
+        "network",
+        "",
+        "parameters",
+        "fp32 weights",
+        *(f"GFLOP {size_label(*s)}" for s in sizes),
+    ]
+    blocks: list[Block] = [
+        ("h2", "Networks"),
+        (
+            "p",
+            "The pyramid beside the network a user would pick instead, measured the same way in "
+            "every table (its weights are random: speed and memory do not depend on them).",
+        ),
+        ("table", head, rows),
+    ]
+    why = _memory_why(results, networks)
+    if why:
+        blocks.append(("p", why))
+    return blocks
+
+
+def _memory_why(results: dict, networks: dict) -> str | None:
+    """Parameters against peak memory at the largest size both ran under onnxruntime."""
+    if JOHNSON not in networks:
+        return None
+    pyramid, johnson = networks[PYRAMID], networks[JOHNSON]
+    both = [
+        (a, b)
+        for a in ok_cells(results, HEADLINE, PYRAMID)
+        if (b := find_cell(results, HEADLINE, a["width"], a["height"], JOHNSON))
+        and a.get("rss_increase_bytes")
+        and b.get("rss_increase_bytes")
+    ]
+    if not both:
+        return None
+    mine, theirs = max(both, key=lambda pair: pair[0]["pixels"])
+    config = results["model"]["config"]
+    fits = analysis.scaling_fits(results)
+    slopes = [fits.get((n, HEADLINE), {}).get("memory") for n in (PYRAMID, JOHNSON)]
+    growth = (
+        f" (memory grows by {slopes[0].slope * 1e6:.0f} against {slopes[1].slope * 1e6:.0f} MiB "
+        "per megapixel, Scaling below)"
+        if all(slopes)
+        else ""
+    )
+    weights = [fmt_bytes(4 * n["parameters"]) for n in (pyramid, johnson)]
+    return (
+        f"The pyramid has {johnson['parameters'] / pyramid['parameters']:.0f}x fewer parameters "
+        f"than Johnson et al.'s transformer, yet at {size_label(mine['width'], mine['height'])} "
+        f"onnxruntime peaks {fmt_bytes(mine['rss_increase_bytes'])} over idle against "
+        f"{fmt_bytes(theirs['rss_increase_bytes'])}: the weights ({weights[0]} and {weights[1]}) "
+        "are a small, fixed part of memory. Activation maps at full resolution fill it and grow "
+        f"with the pixels{growth}. The pyramid's finest level runs at full resolution with up to "
+        f"{config['channels'] * config['scales']} channels ({config['scales']} scales of "
+        f"{config['channels']} joined), while the transformer keeps only 32 channels at full "
+        "resolution and does its heavy work, the 128-channel residual blocks, on a quarter of "
+        "the width and height."
+    )
+
+
 def _gatys(results: dict, figures: dict[str, bytes]) -> list[Block]:
     g = results["gatys"]
     if g.get("status") != "ok":
         return [("h2", "Gatys et al. baseline"), ("p", f"{g['status']}: {g.get('reason', '')}")]
+    best, budget = analysis.gatys_baseline(g), results["config"]["gatys_seconds"]
     rows = []
-    for key in ("parity", "memory"):
-        if key not in g:
-            continue
-        r = g[key]
+    for pixels, child in g["variants"].items():
+        stats = analysis.parity_times(child)
+        runs = child["runs"]
+        ci = stats["ci95_s"]
         rows.append(
             [
-                f"{key} run",
-                f"{r['size']}x{r['size']}",
-                str(r["iterations"]),
-                str(r["evaluations"]),
-                fmt_time(r["elapsed_s"]),
-                fmt_time(r["parity_s"]) if key == "parity" else "-",
-                f"{r['final_loss']:.3g}",
-                f"{fmt_bytes(r['peak_rss_bytes'])} (+{fmt_bytes(r['rss_increase_bytes'])})",
+                f"{pixels}{' (baseline)' if pixels == best else ''}",
+                f"{stats['reached']} of {stats['seeds']}",
+                ("> " if stats["bound"] else "") + fmt_time(stats["mean_s"]),
+                f"{fmt_time(ci[0])}-{fmt_time(ci[1])}" if ci else "-",
+                f"{sum(r['evaluations'] for r in runs) / len(runs):.0f}",
+                f"{stats['final_loss']:.4g}",
+                f"{fmt_bytes(child['peak_rss_bytes'])} (+{fmt_bytes(child['rss_increase_bytes'])})",
+            ]
+        )
+    if "memory" in g:
+        m = g["memory"]
+        rows.append(
+            [
+                f"memory run ({m['pixels']}, {m['size']}x{m['size']})",
+                "-",
+                fmt_time(m["runs"][0]["elapsed_s"]),
+                "-",
+                str(m["runs"][0]["evaluations"]),
+                "-",
+                f"{fmt_bytes(m['peak_rss_bytes'])} (+{fmt_bytes(m['rss_increase_bytes'])})",
             ]
         )
     head = [
-        "",
-        "size",
-        "iterations",
+        "pixels optimised",
+        "seeds at parity",
+        "time to parity (mean)",
+        "95 % CI",
         "loss evaluations",
-        "wall time",
-        "time to parity",
-        "last loss",
+        "delivered loss at the end (mean)",
         "peak RSS",
     ]
     ups = analysis.gatys_speedups(results)
-    speed = "; ".join(f"{b} {'> ' if u['bound'] else ''}{u['value']:.0f}x" for b, u in ups.items())
+    speed = "; ".join(f"{b} {analysis.speedup_text(u)}" for b, u in ups.items())
+    image = g["image"]
     blocks: list[Block] = [
         ("h2", "Gatys et al. baseline"),
         (
             "p",
-            f"Pixels optimised from uniform noise with {g['optimizer']} (same descriptor, layers "
-            f"and loss as the generator's training) until the loss first reaches the generator's "
-            f"mean sample loss, {g['target_loss']:.4g}. Descriptor load and the texture's Grams "
-            f"are timed apart (setup {fmt_time(g['parity']['setup_s'])}). The pixels are "
-            "unbounded and parity is judged on their own loss, which is lower than that of the "
-            "image clamped to [0, 1] (quality table below): if anything it favours Gatys."
+            f"One {g['size']}x{g['size']} image optimised from uniform noise with "
+            f"{g['optimizer']} (same descriptor and layers as the generator's training; the "
+            "optimiser minimises the per-layer relative Gram loss, which converges best). Two "
+            "parametrisations: `sigmoid` optimises z with pixels = sigmoid(z), always in range; "
+            "`unbounded` optimises the pixels themselves. Either way, at every loss evaluation "
+            "the image a user would receive (clamped to [0, 1], rounded to 8 bits) is scored with "
+            "the same yardstick as the generator's samples, and parity is the first moment it "
+            f"reaches their mean, {g['target_loss']:.4g}; scoring it stops the clock. Each "
+            f"parametrisation ran {len(next(iter(g['variants'].values()))['runs'])} seeds with "
+            f"a budget of {fmt_time(budget)} each; the one reaching parity sooner is the "
+            "baseline, so the generator is compared with Gatys at its best. Descriptor load, the "
+            "texture's Grams and a warm-up evaluation are timed apart."
             + (
-                " The memory run measures peak memory at the larger size over a fixed number of "
-                "iterations (enough to fill L-BFGS's history)."
+                " The memory run measures the baseline's peak memory at the larger size over a "
+                "fixed number of iterations (enough to fill L-BFGS's history)."
                 if "memory" in g
                 else ""
             ),
         ),
         ("table", head, rows),
-        ("p", f"Speedup (time to parity over generator latency at the same size): {speed}."),
+        (
+            "p",
+            f"Speedup (the baseline's mean time to parity over the generator's latency at the "
+            f"same size): {speed}. The image compared is {image['path']} (`{image['pixels']}`, "
+            f"seed {image['seed']}, "
+            + ("at parity" if image["at_parity"] else "the last one: parity was not reached")
+            + f", delivered loss {image['loss']:.4g}).",
+        ),
     ]
     if "gatys_loss" in figures:
-        blocks.append(("img", "gatys_loss", "Gatys loss against wall time"))
+        blocks.append(("img", "gatys_loss", "Delivered-image loss against wall time"))
     return blocks
 
 
@@ -356,11 +502,11 @@ def _quality(results: dict, figures: dict[str, bytes]) -> list[Block]:
         return [("h2", "Quality and diversity"), ("p", f"{q['status']}: {q.get('reason', '')}")]
 
     def num(v: float | None) -> str:
-        return "-" if v is None else f"{v:.3g}"
+        return "-" if v is None else f"{v:.4g}"
 
     names = {
-        "generator": "generator samples (different seeds)",
-        "gatys": "Gatys et al. at parity",
+        "generator": "generator samples (images/generator_SEED.png)",
+        "gatys": "Gatys et al. (images/gatys_parity.png)",
         "noise": "uniform noise",
         "texture": "the texture itself",
     }
@@ -380,15 +526,30 @@ def _quality(results: dict, figures: dict[str, bytes]) -> list[Block]:
         ("h2", "Quality and diversity"),
         (
             "p",
-            f"At {q['size']}x{q['size']}. Texture loss: the training loss against the texture. "
-            "Diversity: mean pairwise RMS pixel distance and mean pairwise Gram distance (in the "
-            "loss's units) between images. Seam error: mean |difference| across the wrap-around "
-            f"edge over that between neighbours inside (1 = seamless; the model is {circular}).",
+            f"At {q['size']}x{q['size']}, every image as a user receives it: clamped to [0, 1] "
+            "and rounded to 8 bits, scored from the saved PNG. Gram distance to the texture: the "
+            "quality yardstick, the sum over the descriptor's layers of the mean squared "
+            "difference of Gram matrices (F F^T / (C H W)). generator_SEED.png is what "
+            f"`tn-run synthesize MODEL.onnx --size {q['size']}x{q['size']} --seed SEED` writes. "
+            "Diversity: mean pairwise RMS pixel distance and mean pairwise Gram distance between "
+            "images. Seam error: mean |difference| across the wrap-around edge over that between "
+            f"neighbours inside (1 = seamless; the model is {circular}).",
         ),
-        ("table", ["images", "n", "texture loss", "pixel distance", "Gram distance", "seam"], rows),
+        (
+            "table",
+            [
+                "images",
+                "n",
+                "Gram distance to the texture",
+                "pixel distance",
+                "Gram distance",
+                "seam",
+            ],
+            rows,
+        ),  # fmt: skip
     ]
     if "strip" in figures:
-        blocks.append(("img", "strip", "Texture, generator samples, Gatys result at parity"))
+        blocks.append(("img", "strip", "Texture, generator samples, Gatys et al.'s image"))
     return blocks
 
 
@@ -412,7 +573,7 @@ def build(results: dict, figures: dict[str, bytes], notes: str | None = None) ->
     headline = headline_table(results)
     if headline:
         blocks += [("h2", "Headline"), headline]
-    blocks += _targets(results)
+    blocks += _targets(results) + _networks(results)
     blocks += _latency(results, figures) + _memory(results, figures) + _agreement(results)
     blocks += _roofline(results) + _scaling(results)
     if cfg.get("gatys", True):

@@ -1,5 +1,6 @@
-"""The benchmark plan and its execution: export, measure every backend at every size in its own
-process, run the Gatys baseline, score quality, and collect everything into one results dict."""
+"""The benchmark plan and its execution: export, measure every backend of the pyramid and its peer
+at every size in its own process, score the images users receive, run the Gatys baseline, and
+collect everything into one results dict."""
 
 from __future__ import annotations
 
@@ -21,19 +22,20 @@ from tn_export import __version__
 from tn_export.checkpoint import Checkpoint, load_checkpoint
 from tn_export.contract import ModelContract
 from tn_export.descriptor import TEXTURE_LAYERS, load_descriptor
-from tn_export.errors import UserError
-from tn_export.images import from_array, load_image, save_image, to_array
+from tn_export.export.graph import Deployable
+from tn_export.images import load_image, save_image, to_array
 from tn_export.losses import gram_matrix
 
-from . import gatys, quality
-from .backends import BACKENDS, LIBRARIES, Cell, coreml_unavailable_reason
-from .flops import generator_flops
+from . import gatys, peers, quality
+from .analysis import JOHNSON, PYRAMID, gatys_baseline
+from .backends import BACKENDS, LIBRARIES, PEER_BACKENDS, Cell, coreml_unavailable_reason
+from .flops import count_flops, generator_flops
 from .isolated import IsolatedError, run_isolated
 from .machine import load_snapshot, machine_info
+from .schema import SCHEMA_VERSION
 
-SCHEMA_VERSION = 1
-SHOWN_SAMPLES = 4  # generator samples saved for the report's image strip
 REFERENCE = ("onnxruntime-fp32", "torch")  # outputs are compared with the first one measured
+MEMORY_ITERATIONS = gatys.LBFGS_HISTORY + 2  # long enough to fill L-BFGS's history
 
 
 @dataclass
@@ -46,12 +48,15 @@ class BenchConfig:
     descriptor_weights: str | None = None
     sizes: list[tuple[int, int]] = field(default_factory=lambda: [(256, 256), (512, 512)])
     backends: list[str] = field(default_factory=lambda: list(BACKENDS))
+    peer: bool = True  # also measure Johnson et al.'s transformer (benchmarks/peers.py)
     runs: int = 20
     warmup: int = 3
     threads: int = 2
     cell_budget_s: float = 150.0
     gatys: bool = True
     gatys_optimizer: str = "lbfgs"
+    gatys_pixels: list[str] = field(default_factory=lambda: list(gatys.PIXELS))
+    gatys_seeds: int = 3
     gatys_iterations: int = 1000
     gatys_seconds: float = 300.0
     gatys_size: int = 256
@@ -114,6 +119,16 @@ def compare(output: np.ndarray, reference: np.ndarray) -> dict:
     }
 
 
+def peer_backends(cfg: BenchConfig) -> list[str]:
+    """The chosen backends the peer runs on (none without --peer)."""
+    return [b for b in cfg.backends if b in PEER_BACKENDS] if cfg.peer else []
+
+
+def load_png(path: Path) -> torch.Tensor:
+    """(1, 3, H, W) in [0, 1] from an image file: scores are recomputed from what was saved."""
+    return torch.from_numpy(to_array(load_image(path))).unsqueeze(0)
+
+
 class Benchmark:
     """Holds the run's state while the plan's steps fill in `results`."""
 
@@ -122,11 +137,13 @@ class Benchmark:
         self.checkpoint = load_checkpoint(cfg.model)
         self.config = self.checkpoint.config
         self.contract = contract_for(self.checkpoint, cfg.sizes)
+        self.peer = peers.johnson() if cfg.peer else None
         meta = self.checkpoint.metadata
         self.layers = list(meta.get("layers") or TEXTURE_LAYERS)
-        self.models: dict[str, str] = {"checkpoint": str(cfg.model)}
-        self.model_errors: dict[str, str] = {}
-        self.outputs: dict[tuple[str, int, int], Path] = {}
+        # Model files by (network, model key); why a file could not be made, likewise.
+        self.models: dict[tuple[str, str], str] = {(PYRAMID, "checkpoint"): str(cfg.model)}
+        self.model_errors: dict[tuple[str, str], str] = {}
+        self.outputs: dict[tuple[str, str, int, int], Path] = {}
         self.idle: dict[str, dict] = {}
         params = sum(p.numel() for p in self.checkpoint.generator.parameters())
         self.results: dict = {
@@ -146,6 +163,7 @@ class Benchmark:
                     for k in ("exemplar", "descriptor", "layers", "iteration", "loss")
                 },
             },
+            "peers": {},
             "peak": None,
             "idle": {},
             "flops": [],
@@ -154,15 +172,22 @@ class Benchmark:
             "gatys": {"status": "skipped", "reason": "--no-gatys"},
             "images": {},
         }
+        if self.peer is not None:
+            self.results["peers"][JOHNSON] = {
+                "parameters": sum(p.numel() for p in self.peer.parameters()),
+                "description": "Johnson et al. (2016) feed-forward transformer (pytorch/examples' "
+                "fast_neural_style design), random weights",
+            }
 
     # --- steps -----------------------------------------------------------------------------
 
     def export(self) -> None:
-        """The files the chosen backends need: ONNX fp32, fp16 / int8 converted from it, and a
-        Core ML package where Core ML can run. A failure skips only the backends needing it."""
+        """The files the backends need: the pyramid's ONNX fp32 (always: apps run it, and the
+        quality samples come from it), fp16 / int8 converted from it, a Core ML package where
+        Core ML can run; the peer's weights and ONNX fp32. A failure skips what needs that file."""
         from tn_export.export.onnx import export_onnx
 
-        wanted = {BACKENDS[b].model_key for b in self.cfg.backends}
+        wanted = {BACKENDS[b].model_key for b in self.cfg.backends} | {"onnx-fp32"}
         fp32 = self.work / "model.onnx"
         builders = {
             "onnx-fp32": lambda dst: export_onnx(self.checkpoint.generator, dst, self.contract),
@@ -170,22 +195,32 @@ class Benchmark:
             "onnx-int8": lambda dst: _precision().to_int8(fp32, dst, self.contract),
             "coreml": lambda dst: _coreml_export(self.checkpoint.generator, dst, self.contract),
         }
-        if wanted & {"onnx-fp16", "onnx-int8"}:
-            wanted.add("onnx-fp32")
         if sys.platform != "darwin":
             wanted.discard("coreml")
         files = {"onnx-fp32": fp32, "coreml": self.work / "model.mlpackage"}
         for key in [k for k in builders if k in wanted]:  # fp32 first: the others derive from it
             dst = files.get(key, self.work / f"model.{key.removeprefix('onnx-')}.onnx")
-            if key != "onnx-fp32" and key.startswith("onnx") and "onnx-fp32" in self.model_errors:
-                self.model_errors[key] = "the fp32 ONNX export it derives from failed"
+            if key.startswith("onnx") and (PYRAMID, "onnx-fp32") in self.model_errors:
+                self.model_errors[PYRAMID, key] = "the fp32 ONNX export it derives from failed"
                 continue
-            try:
-                builders[key](dst)
-                self.models[key] = str(dst)
-            except Exception as e:  # noqa: BLE001 - a failed export skips that backend only
-                first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-                self.model_errors[key] = f"export failed: {type(e).__name__}: {first}"
+            self._build(PYRAMID, key, dst, builders[key])
+        peer_keys = {BACKENDS[b].model_key for b in peer_backends(self.cfg)}
+        max_size = self.contract.max_size
+        peer_builders = {
+            "checkpoint": lambda dst: peers.save(self.peer, dst),
+            "onnx-fp32": lambda dst: export_onnx(self.peer, dst, peers.contract(max_size)),
+        }
+        for key in [k for k in peer_builders if k in peer_keys]:
+            suffix = ".pt" if key == "checkpoint" else ".onnx"
+            self._build(JOHNSON, key, self.work / f"johnson{suffix}", peer_builders[key])
+
+    def _build(self, network: str, key: str, dst: Path, builder: Callable[[Path], None]) -> None:
+        try:
+            builder(dst)
+            self.models[network, key] = str(dst)
+        except Exception as e:  # noqa: BLE001 - a failed export skips that backend only
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            self.model_errors[network, key] = f"export failed: {type(e).__name__}: {first}"
 
     def peak(self) -> None:
         target = "benchmarks.flops:matmul_peak"
@@ -201,33 +236,41 @@ class Benchmark:
             self.idle[key] = {"modules": list(modules), "peak_rss_bytes": None, "reason": str(e)}
         self.results["idle"] = self.idle
 
-    def cell(self, backend: str, width: int, height: int) -> None:
+    def cell(self, network: str, backend: str, width: int, height: int) -> None:
         b = BACKENDS[backend]
-        record = {"backend": backend, "width": width, "height": height, "pixels": width * height}
-        record["loadavg_1m"] = os.getloadavg()[0]
-        reason = self._skip_reason(backend, width, height)
+        record = {
+            "network": network,
+            "backend": backend,
+            "width": width,
+            "height": height,
+            "pixels": width * height,
+            "loadavg_1m": os.getloadavg()[0],
+        }
+        reason = self._skip_reason(network, backend, width, height)
         self.results["cells"].append(record)
         if reason:
             record.update(status="skipped", reason=reason)
             return
-        output = self.work / f"{backend}-{width}x{height}.npy"
+        output = self.work / f"{network}-{backend}-{width}x{height}.npy"
+        style = network != PYRAMID or self.config.mode == "style"
         cell = Cell(
-            model=self.models[b.model_key],
-            mode=self.config.mode,
-            channels=self.config.input_channels,
+            model=self.models[network, b.model_key],
+            mode="style" if style else "texture",
+            channels=3 if style else self.config.input_channels,
             height=height,
             width=width,
             runs=self.cfg.runs,
             warmup=self.cfg.warmup,
             threads=self.cfg.threads,
             output=str(output),
+            network=network,
         )
         try:
             data = run_isolated(b.function, {"cell": asdict(cell)}, self.cfg.threads)
         except IsolatedError as e:
             record.update(status="skipped" if e.unavailable else "failed", reason=str(e))
             return
-        self.outputs[(backend, width, height)] = output
+        self.outputs[network, backend, width, height] = output
         idle = self.idle.get(b.runtime, {}).get("peak_rss_bytes")
         record.update(
             status="ok",
@@ -241,15 +284,19 @@ class Benchmark:
             **latency_stats(data["times_s"]),
         )
 
-    def _skip_reason(self, backend: str, width: int, height: int) -> str | None:
+    def _skip_reason(self, network: str, backend: str, width: int, height: int) -> str | None:
         b = BACKENDS[backend]
         if backend == "coreml" and sys.platform != "darwin":
             return coreml_unavailable_reason()
-        if b.model_key in self.model_errors:
-            return self.model_errors[b.model_key]
-        if b.model_key not in self.models:
-            return f"no {b.model_key} model was built"
-        done = [c for c in self.results["cells"] if c["backend"] == backend and c["status"] == "ok"]
+        if (network, b.model_key) in self.model_errors:
+            return self.model_errors[network, b.model_key]
+        if (network, b.model_key) not in self.models:
+            return f"no {network} {b.model_key} model was built"
+        done = [
+            c
+            for c in self.results["cells"]
+            if (c["network"], c["backend"], c["status"]) == (network, backend, "ok")
+        ]
         if done:
             last = max(done, key=lambda c: c["pixels"])
             per_run = last["median_ms"] / 1e3 * width * height / last["pixels"]
@@ -263,33 +310,68 @@ class Benchmark:
         return None
 
     def compare_outputs(self) -> None:
-        """Each backend's output for the fixed input against the reference backend's."""
+        """Each backend's output for the fixed input against the reference backend's, within
+        each network."""
         for record in self.results["cells"]:
-            key = (record["backend"], record["width"], record["height"])
+            network, size = record["network"], (record["width"], record["height"])
+            key = (network, record["backend"], *size)
             if key not in self.outputs:
                 continue
             for ref in REFERENCE:
-                ref_key = (ref, record["width"], record["height"])
+                ref_key = (network, ref, *size)
                 if ref_key in self.outputs and ref != record["backend"]:
                     out, expected = np.load(self.outputs[key]), np.load(self.outputs[ref_key])
                     record["vs_reference"] = {"reference": ref, **compare(out, expected)}
                     break
 
     def flops(self) -> None:
-        self.results["flops"] = [
-            {"width": w, "height": h, "flops": generator_flops(self.config, h, w)}
+        records = [
+            {
+                "network": PYRAMID,
+                "width": w,
+                "height": h,
+                "flops": generator_flops(self.config, h, w),
+            }
             for w, h in self.cfg.sizes
         ]
+        if self.peer is not None:
+            records += [
+                {
+                    "network": JOHNSON,
+                    "width": w,
+                    "height": h,
+                    "flops": count_flops(Deployable(peers.JohnsonTransformer()), (1, 3, h, w)),
+                }
+                for w, h in self.cfg.sizes
+            ]
+        self.results["flops"] = records
 
     def quality_and_target(self) -> None:
-        """Score generator samples, noise and the texture itself; the generator's mean loss is
-        the level the Gatys run must reach."""
+        """Score what users receive: the generator's images as tn-run makes them (the exported
+        ONNX through tn_export.runtime, seed s saved as images/generator_s.png, the score
+        recomputed from that file), 8-bit noise and the texture itself. The generator's mean
+        loss is the level Gatys must reach."""
+        from tn_export.runtime import load
+
         cfg, size = self.cfg, self.cfg.gatys_size
-        texture = _texture_tensor(self.texture_path)
+        onnx = self.models.get((PYRAMID, "onnx-fp32"))
+        if onnx is None:
+            reason = self.model_errors.get((PYRAMID, "onnx-fp32"), "no ONNX model")
+            self.results["quality"] = {
+                "status": "failed",
+                "reason": f"needs the ONNX model: {reason}",
+            }
+            return
+        texture = load_png(self.texture_path)
         descriptor = load_descriptor(self.descriptor_name, self.layers, cfg.descriptor_weights)
         with torch.no_grad():
             targets = {k: gram_matrix(v) for k, v in descriptor(texture).items()}
-        samples = quality.generator_samples(self.checkpoint.generator, cfg.samples, size, size)
+        model = load(onnx, threads=cfg.threads)
+        paths = []
+        for seed in range(cfg.samples):
+            paths.append(f"images/generator_{seed}.png")
+            save_image(model.synthesize(size, size, seed=seed)[0], cfg.out / paths[-1])
+        samples = torch.cat([load_png(cfg.out / p) for p in paths])
         noise = torch.rand(cfg.samples, 3, size, size, generator=torch.Generator().manual_seed(0))
         self.quality_state = (descriptor, targets)
         self.results["quality"] = {
@@ -298,72 +380,94 @@ class Benchmark:
             "circular": self.config.padding == "circular",
             "sets": {
                 "generator": quality.evaluate(descriptor, targets, self.layers, samples),
-                "noise": quality.evaluate(descriptor, targets, self.layers, noise),
+                "noise": quality.evaluate(
+                    descriptor, targets, self.layers, quality.delivered(noise)
+                ),
                 "texture": quality.evaluate(descriptor, targets, self.layers, texture),
             },
         }
-        images = self.cfg.out / "images"
-        save_image(load_image(self.texture_path), images / "texture.png")
-        shown = []
-        for i, sample in enumerate(samples[:SHOWN_SAMPLES]):
-            save_image(from_array(sample.numpy()), images / f"sample_{i}.png")
-            shown.append(f"images/sample_{i}.png")
-        self.results["images"] = {"texture": "images/texture.png", "samples": shown}
+        save_image(load_image(self.texture_path), cfg.out / "images" / "texture.png")
+        self.results["images"] = {"texture": "images/texture.png", "samples": paths}
 
     def gatys_runs(self) -> None:
+        """Each parametrisation over the seeds, each in its own interpreter; the fastest to
+        parity is the baseline, whose image is saved and whose memory is measured at the larger
+        size."""
         cfg = self.cfg
+        if self.results["quality"]["status"] != "ok":
+            self.results["gatys"]["reason"] = "no generator quality to reach (quality step failed)"
+            return
         target = self.results["quality"]["sets"]["generator"]["texture_loss"]
-        image = self.work / "gatys.npy"
-        run = gatys.GatysRun(
-            texture=str(self.texture_path),
-            descriptor=self.descriptor_name,
-            descriptor_weights=cfg.descriptor_weights,
-            layers=self.layers,
-            height=cfg.gatys_size,
-            width=cfg.gatys_size,
-            optimizer=cfg.gatys_optimizer,
-            iterations=cfg.gatys_iterations,
-            seconds=cfg.gatys_seconds,
-            threads=cfg.threads,
-            target_loss=target,
-            image_out=str(image),
-        )
-        record = {"optimizer": cfg.gatys_optimizer, "target_loss": target}
+        size = cfg.gatys_size
+        record: dict = {
+            "optimizer": cfg.gatys_optimizer,
+            "size": size,
+            "target_loss": target,
+            "variants": {},
+        }
         self.results["gatys"] = record
         idle = self.idle.get("torch", {}).get("peak_rss_bytes")
+
+        def measure(run: gatys.GatysRun) -> dict:
+            data = run_isolated("benchmarks.gatys:synthesize", {"run": asdict(run)}, cfg.threads)
+            increase = data["peak_rss_bytes"] - idle if idle else None
+            return {**data, "idle_rss_bytes": idle, "rss_increase_bytes": increase}
+
         try:
-            runs = [("parity", run)]
-            if cfg.gatys_memory_size != cfg.gatys_size:
+            for pixels in cfg.gatys_pixels:
+                run = gatys.GatysRun(
+                    texture=str(self.texture_path),
+                    descriptor=self.descriptor_name,
+                    descriptor_weights=cfg.descriptor_weights,
+                    layers=self.layers,
+                    height=size,
+                    width=size,
+                    optimizer=cfg.gatys_optimizer,
+                    pixels=pixels,
+                    iterations=cfg.gatys_iterations,
+                    seconds=cfg.gatys_seconds,
+                    threads=cfg.threads,
+                    target_loss=target,
+                    seeds=list(range(cfg.gatys_seeds)),
+                    image_dir=str(self.work),
+                )
+                record["variants"][pixels] = measure(run)
+            best = gatys_baseline(record)
+            if cfg.gatys_memory_size != size:
                 memory_run = gatys.GatysRun(
                     **{
                         **asdict(run),
+                        "pixels": best,
                         "height": cfg.gatys_memory_size,
                         "width": cfg.gatys_memory_size,
                         "iterations": MEMORY_ITERATIONS,
                         "target_loss": None,
-                        "image_out": None,
+                        "seeds": [0],
+                        "image_dir": None,
                     }
                 )
-                runs.append(("memory", memory_run))
-            for name, r in runs:
-                data = run_isolated("benchmarks.gatys:synthesize", {"run": asdict(r)}, cfg.threads)
-                data.update(
-                    size=r.height,
-                    idle_rss_bytes=idle,
-                    rss_increase_bytes=data["peak_rss_bytes"] - idle if idle else None,
-                )
-                record[name] = data
+                record["memory"] = {**measure(memory_run), "size": cfg.gatys_memory_size}
         except IsolatedError as e:
             record.update(status="failed", reason=str(e))
             return
         record["status"] = "ok"
+        # The image compared: the baseline's first seed at parity, else its first seed's last.
+        runs = record["variants"][best]["runs"]
+        shown = next((r for r in runs if r["parity_s"] is not None), runs[0])
+        path = "images/gatys_parity.png"
+        save_image(load_image(self.work / gatys.image_name(best, shown["seed"])), cfg.out / path)
+        record["image"] = {
+            "path": path,
+            "pixels": best,
+            "seed": shown["seed"],
+            "at_parity": shown["parity_s"] is not None,
+            "loss": shown["loss"],
+        }
         descriptor, targets = self.quality_state
-        result = torch.from_numpy(np.load(image))
         self.results["quality"]["sets"]["gatys"] = quality.evaluate(
-            descriptor, targets, self.layers, result[None]
+            descriptor, targets, self.layers, load_png(cfg.out / path)
         )
-        save_image(from_array(result.numpy()), self.cfg.out / "images" / "gatys.png")
-        self.results["images"]["gatys"] = "images/gatys.png"
+        self.results["images"]["gatys"] = path
 
     # --- inputs of the quality and Gatys steps -----------------------------------------------
 
@@ -376,9 +480,6 @@ class Benchmark:
         return self.cfg.texture  # resolved (and checked) by the CLI before the plan starts
 
 
-MEMORY_ITERATIONS = gatys.LBFGS_HISTORY + 2  # long enough to fill L-BFGS's history
-
-
 def _precision():
     from tn_export.export import precision
 
@@ -389,10 +490,6 @@ def _coreml_export(generator, path: Path, contract: ModelContract) -> None:
     from tn_export.export.coreml import export_coreml
 
     export_coreml(generator, path, contract)
-
-
-def _texture_tensor(path: Path) -> torch.Tensor:
-    return torch.from_numpy(to_array(load_image(path))).unsqueeze(0)
 
 
 def _config_record(cfg: BenchConfig) -> dict:
@@ -408,8 +505,7 @@ def run_benchmark(cfg: BenchConfig) -> dict:
         bench = Benchmark(cfg, Path(tmp))
         plan = Plan()
         plan.add("load", lambda: bench.results["load"].update(start=load_snapshot()))
-        if any(BACKENDS[b].model_key != "checkpoint" for b in cfg.backends):
-            plan.add("export models", bench.export)
+        plan.add("export models", bench.export)
         plan.add("peak fp32 matmul", bench.peak)
         runtimes = dict.fromkeys(
             BACKENDS[b].runtime for b in cfg.backends if b != "coreml" or sys.platform == "darwin"
@@ -418,9 +514,14 @@ def run_benchmark(cfg: BenchConfig) -> dict:
             runtimes["torch"] = None
         for key in runtimes:
             plan.add(f"idle {key}", lambda k=key: bench.idle_baseline(k))
-        for backend in cfg.backends:
-            for w, h in sorted(cfg.sizes, key=lambda s: s[0] * s[1]):
-                plan.add(f"{backend} {w}x{h}", lambda b=backend, w=w, h=h: bench.cell(b, w, h))
+        networks = [(PYRAMID, cfg.backends), (JOHNSON, peer_backends(cfg))]
+        for network, backends in networks:
+            for backend in backends:
+                for w, h in sorted(cfg.sizes, key=lambda s: s[0] * s[1]):
+                    plan.add(
+                        f"{network} {backend} {w}x{h}",
+                        lambda n=network, b=backend, w=w, h=h: bench.cell(n, b, w, h),
+                    )
         plan.add("compare outputs", bench.compare_outputs)
         plan.add("count FLOPs", bench.flops)
         if bench.config.mode != "texture":
@@ -443,8 +544,3 @@ def run_benchmark(cfg: BenchConfig) -> dict:
 
 def command_line(argv: list[str]) -> str:
     return shlex.join(["tn-bench", *argv])
-
-
-def check_texture(path: Path | None) -> None:
-    if path is not None and not path.is_file():
-        raise UserError(f"texture {path} does not exist; pass --texture PATH")

@@ -8,6 +8,9 @@ from pathlib import Path
 
 from tn_export.errors import UserError
 
+# 2: quality on delivered (clamped, 8-bit) images, Gatys per parametrisation and seed, the peer
+# network beside the pyramid. Version 1 judged Gatys on its unbounded pixels: not re-rendered.
+SCHEMA_VERSION = 2
 _NUMBER_OR_NULL = {"type": ["number", "null"]}
 _SKIPPABLE = {
     "type": "object",
@@ -21,9 +24,10 @@ _SKIPPABLE = {
 }
 _CELL = {
     **_SKIPPABLE,
-    "required": ["backend", "width", "height", "pixels", "status"],
+    "required": ["network", "backend", "width", "height", "pixels", "status"],
     "properties": {
         **_SKIPPABLE["properties"],
+        "network": {"type": "string"},
         "backend": {"type": "string"},
         "width": {"type": "integer", "minimum": 1},
         "height": {"type": "integer", "minimum": 1},
@@ -57,19 +61,26 @@ _QUALITY_SET = {
         "seam_error": {"type": "number"},
     },
 }
-_GATYS_RUN = {
+_CURVE = {
     "type": "object",
-    "required": ["size", "elapsed_s", "iterations", "evaluations", "peak_rss_bytes", "curve"],
+    "required": ["t_s", "loss", "optimiser_loss"],
     "properties": {
-        "parity_s": _NUMBER_OR_NULL,
-        "curve": {
-            "type": "object",
-            "required": ["t_s", "loss"],
-            "properties": {
-                "t_s": {"type": "array", "items": {"type": "number"}},
-                "loss": {"type": "array", "items": {"type": "number"}},
-            },
-        },
+        k: {"type": "array", "items": {"type": "number"}} for k in ("t_s", "loss", "optimiser_loss")
+    },
+}
+_GATYS_RUN = {  # one seed
+    "type": "object",
+    "required": ["seed", "elapsed_s", "iterations", "evaluations", "parity_s", "loss", "curve"],
+    "properties": {"parity_s": _NUMBER_OR_NULL, "loss": {"type": "number"}, "curve": _CURVE},
+}
+_GATYS_CHILD = {  # one interpreter: a parametrisation's seeds, or the memory run
+    "type": "object",
+    "required": ["pixels", "setup_s", "runs", "peak_rss_bytes"],
+    "properties": {
+        "pixels": {"enum": ["sigmoid", "unbounded"]},
+        "runs": {"type": "array", "minItems": 1, "items": _GATYS_RUN},
+        "peak_rss_bytes": {"type": "integer", "minimum": 0},
+        "rss_increase_bytes": {"type": ["integer", "null"]},
     },
 }
 
@@ -93,9 +104,10 @@ RESULTS_SCHEMA = {
         "quality",
         "gatys",
         "images",
+        "peers",
     ],
     "properties": {
-        "schema_version": {"const": 1},
+        "schema_version": {"const": SCHEMA_VERSION},
         "command": {"type": "string"},
         "machine": {
             "type": "object",
@@ -113,7 +125,7 @@ RESULTS_SCHEMA = {
             "type": "array",
             "items": {
                 "type": "object",
-                "required": ["width", "height", "flops"],
+                "required": ["network", "width", "height", "flops"],
                 "properties": {"flops": {"type": "integer", "minimum": 0}},
             },
         },
@@ -129,12 +141,23 @@ RESULTS_SCHEMA = {
             **_SKIPPABLE,
             "properties": {
                 **_SKIPPABLE["properties"],
-                "parity": _GATYS_RUN,
-                "memory": _GATYS_RUN,
+                "size": {"type": "integer", "minimum": 1},
                 "target_loss": {"type": "number"},
+                "variants": {"type": "object", "additionalProperties": _GATYS_CHILD},
+                "memory": {**_GATYS_CHILD, "required": [*_GATYS_CHILD["required"], "size"]},
+                "image": {"type": "object", "required": ["path", "pixels", "seed", "loss"]},
             },
+            "else": {"required": ["size", "target_loss", "variants", "image"]},
         },
         "images": {"type": "object"},
+        "peers": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "required": ["parameters", "description"],
+                "properties": {"parameters": {"type": "integer", "minimum": 1}},
+            },
+        },
     },
 }
 
@@ -154,7 +177,7 @@ def validate(results: dict) -> None:
 
 
 def load_results(path: str | os.PathLike) -> dict:
-    """Read and validate a results.json."""
+    """Read and validate a results.json; one written by an older tn-bench is refused."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"results file {path} does not exist; pass the results.json tn-bench wrote")
@@ -162,5 +185,12 @@ def load_results(path: str | os.PathLike) -> dict:
         results = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:  # nested too deep
         raise UserError(f"{path} is not JSON ({e}); pass the results.json tn-bench wrote") from e
+    version = results.get("schema_version") if isinstance(results, dict) else None
+    if isinstance(version, int) and version < SCHEMA_VERSION:
+        raise UserError(
+            f"{path} is a tn-bench results file of schema {version}, whose Gatys baseline was "
+            f"judged on unbounded pixels; this tn-bench renders schema {SCHEMA_VERSION}: re-run "
+            "tn-bench to measure again"
+        )
     validate(results)
     return results

@@ -10,13 +10,13 @@ import torch
 from torch import nn
 
 from ..contract import ModelContract
-from ..generator import PyramidGenerator
 
 
 class Deployable(nn.Module):
-    """The eval-mode generator plus the final clamp, so every backend returns valid RGB."""
+    """The eval-mode generator (or tn-bench's peer network) plus the final clamp, so every
+    backend returns valid RGB."""
 
-    def __init__(self, generator: PyramidGenerator) -> None:
+    def __init__(self, generator: nn.Module) -> None:
         super().__init__()
         self.generator = generator
         self.eval()

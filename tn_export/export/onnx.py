@@ -8,19 +8,19 @@ import onnx
 import torch
 
 from ..contract import ModelContract
-from ..generator import PyramidGenerator
 from .graph import Deployable, dynamic_shapes, example_input
 
 OPSET = 20
 
 
 def export_onnx(
-    generator: PyramidGenerator,
+    generator: torch.nn.Module,
     path: str | os.PathLike,
     contract: ModelContract,
     dynamic_batch: bool = True,
 ) -> None:
-    """Write `path` (fp32) with the contract in `metadata_props`; checker-validated."""
+    """Write `path` (fp32) with the contract in `metadata_props`; checker-validated. `generator`:
+    the pyramid, or any network taking and giving (N, C, H, W) (tn-bench's peer)."""
     model = Deployable(generator).eval()
     # Any size inside the bounds traces the same graph; a small one traces fastest. Two or more
     # pixels at the coarsest scale keep torch.export from specialising a dimension of size 1.
