@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from .run import BenchConfig
 
 DEFAULT_SIZES = "256,512,1024,768x512"
-QUICK = {  # --quick: small sizes and budgets, under two minutes on 2 cores
+QUICK = {  # --quick: small sizes and budgets, about three minutes on 2 cores
     "sizes": "128,256x128",
     "gatys_size": 128,
     "gatys_memory_size": 128,
@@ -166,7 +166,7 @@ def bench_parser() -> argparse.ArgumentParser:
         default=150.0,
         help="skip a backend x size whose estimated time exceeds this many seconds",
     )
-    p.add_argument("--quick", action="store_true", help="small sizes and budgets (< 2 minutes)")
+    p.add_argument("--quick", action="store_true", help="small sizes and budgets (minutes)")
     p.add_argument("--notes", type=Path, help="a closing note (markdown) for the report")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
