@@ -150,7 +150,7 @@ def optimise(
         else len(curve["t_s"]),
         "evaluations": len(curve["t_s"]),
         "parity_s": None if target is None else time_to_parity(curve["t_s"], curve["loss"], target),
-        "loss": curve["loss"][-1],  # of the image returned: the one that stopped the run
+        "loss": curve["loss"][-1],  # of the image returned, the last one scored
         "best_loss": min(curve["loss"]),
         "curve": thin(curve),
     }
