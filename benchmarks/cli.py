@@ -5,6 +5,7 @@ tn-bench [--model CHECKPOINT] [--sizes 256,512,1024,768x512] [--backends torch,o
          [--gatys-seeds N] [--gatys-iterations N] [--runs N] [--threads N] [--quick] -o DIR
 tn-bench report DIR/results.json [-o DIR] [--notes FILE]
 tn-bench train-speed [--image-size 256] [--batch-size 4] [--iterations 4] [--rounds 3] -o DIR
+tn-bench quality MODEL --exemplar IMG [--against IMG ...] [--size 256] [--samples 8] -o DIR
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from tn_export.atomic import atomic_path, check_writable_dir
 from tn_export.errors import ArgumentParser, UserError, cli_entry
-from tn_export.images import MAX_PIXELS
+from tn_export.images import MAX_PIXELS, load_image
 
 from .backends import BACKENDS, GROUPS
 
@@ -202,6 +203,34 @@ def train_speed_parser() -> argparse.ArgumentParser:
     return p
 
 
+def quality_parser() -> argparse.ArgumentParser:
+    p = ArgumentParser(
+        prog="tn-bench quality",
+        description="Judge a model before shipping it: the VGG-16 Gram distance of its delivered "
+        "(clamped, 8-bit) samples to the exemplar, per layer, against other textures, diversity "
+        "between seeds, element size and seam; writes DIR/quality.json and DIR/quality.png.",
+    )
+    p.add_argument(
+        "model",
+        help="a tn-train model.pt, a bundled name (red_peppers, starry), a released .t7, "
+        "or an exported .onnx/.ort",
+    )
+    p.add_argument("--exemplar", type=Path, required=True, help="the texture or style image")
+    p.add_argument("--against", type=Path, nargs="*", default=[], help="other textures")
+    p.add_argument("--photos", type=Path, nargs="*", default=[], help="style models: photos")
+    p.add_argument("--size", default="256", help="sample size, N or WxH (default 256)")
+    p.add_argument("--samples", type=_positive(int), default=8, help="seeds scored (default 8)")
+    p.add_argument("--seed", type=int, default=1, help="first seed (default 1)")
+    p.add_argument(
+        "--descriptor-weights",
+        help="VGG-16 state dict (default: $TN_DESCRIPTOR_WEIGHTS "
+        "or $TN_SHARED/descriptors/vgg16_imagenet_features.pth)",
+    )
+    p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
 def read_notes(path: Path | None) -> str | None:
     if path is None:
         return None
@@ -310,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
         return report_main(argv[1:])
     if argv[:1] == ["train-speed"]:
         return train_speed_main(argv[1:])
+    if argv[:1] == ["quality"]:
+        return quality_main(argv[1:])
     args = bench_parser().parse_args(argv)
     # Heavy imports (torch) only after the arguments parsed, so --help and typos answer at once.
     from .report import render, write_results
@@ -366,4 +397,29 @@ def train_speed_main(argv: list[str]) -> int:
     with atomic_path(args.out / "train_speed.md") as tmp:
         tmp.write_text(table + "\n")
     print(table)
+    return 0
+
+
+def quality_main(argv: list[str]) -> int:
+    args = quality_parser().parse_args(argv)
+    from .judge import QualityConfig, quality_table, run_quality
+
+    (size,) = parse_sizes(args.size)
+    if size[0] * size[1] > MAX_PIXELS:
+        raise UserError(f"--size {args.size} is over the limit of {MAX_PIXELS} pixels")
+    weights = descriptor_weights(args.descriptor_weights, "vgg16")
+    if weights is None or not Path(weights).is_file():
+        raise UserError(
+            f"no VGG-16 weights ({weights or 'none found'}); pass --descriptor-weights PATH "
+            "or set $TN_DESCRIPTOR_WEIGHTS"
+        )
+    for path in [args.exemplar, *args.against, *args.photos]:
+        load_image(path)  # a bad image fails here, before any model is loaded
+    check_writable_dir(args.out)
+    cfg = QualityConfig(
+        model=args.model, out=args.out, exemplar=args.exemplar, descriptor_weights=weights,
+        against=args.against, photos=args.photos, size=size, samples=args.samples,
+        seed=args.seed,
+    )  # fmt: skip
+    print(quality_table(run_quality(cfg)))
     return 0
