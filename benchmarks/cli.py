@@ -13,19 +13,25 @@ from __future__ import annotations
 import argparse
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tn_export.atomic import atomic_path, check_writable_dir
+from tn_export import budget
+from tn_export.atomic import atomic_path, check_outputs
+from tn_export.budget import DESCRIPTOR_BYTES_PER_PIXEL, MAX_PIXELS, MAX_SIDE, number
 from tn_export.errors import ArgumentParser, UserError, cli_entry
-from tn_export.images import MAX_PIXELS, load_image
+from tn_export.images import load_image
 
 from .backends import BACKENDS, GROUPS
 
 if TYPE_CHECKING:
+    from tn_export.generator import GeneratorConfig
+
     from .run import BenchConfig
 
 DEFAULT_SIZES = "256,512,1024,768x512"
+OUTPUTS = ("results.json", "report.md", "report.html")  # and the folders plots/ and images/
 QUICK = {  # --quick: small sizes and budgets, about three minutes on 2 cores
     "sizes": "128,256x128",
     "gatys_size": 128,
@@ -80,14 +86,13 @@ def parse_pixels(text: str) -> list[str]:
     return names
 
 
-def _positive(kind: type):
-    def parse(text: str):
-        value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, not {text}")
-        return value
+def _count() -> Callable[[str], int | float]:
+    """An argparse type for a count of runs, seeds or samples: from 1 to the count limit."""
+    return number(int, 1, budget.count())
 
-    return parse
+
+SIDE = number(int, 1, MAX_SIDE)
+SECONDS = number(float, above=0)
 
 
 def bench_parser() -> argparse.ArgumentParser:
@@ -129,10 +134,8 @@ def bench_parser() -> argparse.ArgumentParser:
         default=True,
         help="run the Gatys et al. baseline (default on)",
     )
-    p.add_argument("--gatys-iterations", type=_positive(int), help="optimiser steps (default 1000)")
-    p.add_argument(
-        "--gatys-seconds", type=_positive(float), help="wall-time budget per run (default 300)"
-    )
+    p.add_argument("--gatys-iterations", type=number(int, 1), help="optimiser steps (default 1000)")
+    p.add_argument("--gatys-seconds", type=SECONDS, help="wall-time budget per run (default 300)")
     p.add_argument("--gatys-optimizer", choices=["lbfgs", "adam"], default="lbfgs")
     p.add_argument(
         "--gatys-pixels",
@@ -142,28 +145,28 @@ def bench_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--gatys-seeds",
-        type=_positive(int),
+        type=_count(),
         default=3,
         help="Gatys runs per parametrisation, for the 95 %% interval (default 3)",
     )
-    p.add_argument("--gatys-size", type=_positive(int), help="time-to-parity size (default 256)")
+    p.add_argument("--gatys-size", type=SIDE, help="time-to-parity size (default 256)")
     p.add_argument(
         "--gatys-memory-size",
-        type=_positive(int),
+        type=SIDE,
         help="size of the Gatys memory run (default 512)",
     )
-    p.add_argument("--runs", type=_positive(int), default=20, help="timed runs (default 20)")
-    p.add_argument("--warmup", type=_positive(int), help="untimed warm-up runs (default 3)")
+    p.add_argument("--runs", type=_count(), default=20, help="timed runs (default 20)")
+    p.add_argument("--warmup", type=_count(), help="untimed warm-up runs (default 3)")
     p.add_argument(
         "--threads",
-        type=_positive(int),
+        type=number(int, 1, budget.threads()),
         default=os.cpu_count() or 1,
         help="threads for every backend and Gatys (default: all cores)",
     )
-    p.add_argument("--samples", type=_positive(int), help="generator samples scored (default 8)")
+    p.add_argument("--samples", type=_count(), help="generator samples scored (default 8)")
     p.add_argument(
         "--cell-budget",
-        type=_positive(float),
+        type=SECONDS,
         default=150.0,
         help="skip a backend x size whose estimated time exceeds this many seconds",
     )
@@ -189,10 +192,10 @@ def train_speed_parser() -> argparse.ArgumentParser:
         "(texture mode, VGG-16); writes DIR/train_speed.json and DIR/train_speed.md.",
     )
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
-    p.add_argument("--image-size", type=_positive(int), default=256)
-    p.add_argument("--batch-size", type=_positive(int), default=4)
-    p.add_argument("--iterations", type=_positive(int), default=4, help="timed steps per run")
-    p.add_argument("--rounds", type=_positive(int), default=3, help="runs per setting")
+    p.add_argument("--image-size", type=SIDE, default=256)
+    p.add_argument("--batch-size", type=_count(), default=4)
+    p.add_argument("--iterations", type=_count(), default=4, help="timed steps per run")
+    p.add_argument("--rounds", type=_count(), default=3, help="runs per setting")
     p.add_argument("--texture", type=Path, help="default: $TN_SHARED/data/textures/red-peppers.jpg")
     p.add_argument(
         "--descriptor-weights",
@@ -219,8 +222,10 @@ def quality_parser() -> argparse.ArgumentParser:
     p.add_argument("--against", type=Path, nargs="*", default=[], help="other textures")
     p.add_argument("--photos", type=Path, nargs="*", default=[], help="style models: photos")
     p.add_argument("--size", default="256", help="sample size, N or WxH (default 256)")
-    p.add_argument("--samples", type=_positive(int), default=8, help="seeds scored (default 8)")
-    p.add_argument("--seed", type=int, default=1, help="first seed (default 1)")
+    p.add_argument("--samples", type=_count(), default=8, help="seeds scored (default 8)")
+    p.add_argument(
+        "--seed", type=number(int, 0, budget.MAX_SEED), default=1, help="first seed (default 1)"
+    )
     p.add_argument(
         "--descriptor-weights",
         help="VGG-16 state dict (default: $TN_DESCRIPTOR_WEIGHTS "
@@ -275,6 +280,8 @@ def make_config(args: argparse.Namespace, argv: list[str]) -> BenchConfig:
     texture = _default_file(args.texture, shared / "data" / "textures" / (exemplar or "-"))
     if texture is not None and not texture.is_file():
         raise UserError(f"--texture {texture} does not exist; pass the texture the model learnt")
+    if texture is not None:  # Gatys and the quality scores describe it at its own size
+        load_image(texture, per_pixel=DESCRIPTOR_BYTES_PER_PIXEL, use="described by VGG")
     if texture is None and args.gatys:
         raise UserError(
             f"no texture for the Gatys baseline: the checkpoint's exemplar {exemplar!r} is not in "
@@ -311,25 +318,39 @@ def make_config(args: argparse.Namespace, argv: list[str]) -> BenchConfig:
         peak_n=quick.get("peak_n", 4096),
         command=command_line(argv),
     )
-    check_sizes(cfg, checkpoint.config.size_multiple)
+    check_sizes(cfg, checkpoint.config)
     return cfg
 
 
-def check_sizes(cfg: BenchConfig, multiple: int) -> None:
+def check_sizes(cfg: BenchConfig, config: GeneratorConfig) -> None:
     """Every size (and the Gatys sizes) must be a positive multiple of the model's size multiple,
-    and at most MAX_PIXELS: refused here, before anything is allocated."""
+    at most MAX_SIDE and MAX_PIXELS, and its run must fit the memory budget: refused here,
+    before anything is allocated."""
+    multiple = config.size_multiple
+    budget.check_count(len(cfg.sizes), "--sizes: the number of sizes")
     sizes = [*cfg.sizes, (cfg.gatys_size,) * 2, (cfg.gatys_memory_size,) * 2]
     bad = [
         f"{w}x{h}"
         for w, h in sizes
-        if w % multiple or h % multiple or min(w, h) < 2 * multiple or w * h > MAX_PIXELS
+        if w % multiple
+        or h % multiple
+        or min(w, h) < 2 * multiple
+        or max(w, h) > MAX_SIDE
+        or w * h > MAX_PIXELS
     ]
     if bad:
         raise UserError(
             f"size(s) {', '.join(dict.fromkeys(bad))} do not fit this model: width and height "
-            f"must be multiples of {multiple}, at least {2 * multiple}, at most {MAX_PIXELS} "
-            "pixels in all"
+            f"must be multiples of {multiple}, at least {2 * multiple} and at most {MAX_SIDE}, "
+            f"at most {MAX_PIXELS} pixels in all"
         )
+    w, h = max(cfg.sizes, key=lambda s: s[0] * s[1])
+    run = budget.generator_bytes_per_pixel(config.scales, config.channels, config.input_channels)
+    budget.check_memory(w * h * run, f"one run of the model at {w}x{h}", "lower --sizes")
+    if cfg.gatys:
+        side = max(cfg.gatys_size, cfg.gatys_memory_size)
+        gatys = side * side * budget.DESCRIPTOR_TRAINING_BYTES_PER_PIXEL
+        budget.check_memory(gatys, f"Gatys at {side}x{side}", "lower --gatys-size")
 
 
 @cli_entry("tn-bench")
@@ -349,7 +370,8 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = make_config(args, argv)
     notes = read_notes(args.notes)
-    check_writable_dir(cfg.out)
+    out = cfg.out
+    check_outputs([out / n for n in OUTPUTS], [out / "plots", out / "images"])
     results = run_benchmark(cfg)
     validate(results)
     write_results(results, cfg.out / "results.json")
@@ -373,6 +395,7 @@ def report_main(argv: list[str]) -> int:
 def train_speed_main(argv: list[str]) -> int:
     args = train_speed_parser().parse_args(argv)
     from tn_export.descriptor import WEIGHTS_ENV
+    from tn_export.generator import GeneratorConfig
 
     from .report import write_results
     from .train_speed import speed_table, train_speed
@@ -387,7 +410,12 @@ def train_speed_main(argv: list[str]) -> int:
             f"no VGG-16 weights ({weights or 'none found'}); pass --descriptor-weights PATH "
             f"or set {WEIGHTS_ENV}"
         )
-    check_writable_dir(args.out)
+    cfg = GeneratorConfig("texture")
+    step = args.batch_size * args.image_size**2
+    per_pixel = budget.training_bytes_per_pixel(cfg.scales, cfg.channels, cfg.input_channels)
+    what = f"a training step of --batch-size {args.batch_size} x --image-size {args.image_size}"
+    budget.check_memory(step * per_pixel, what, "lower them")
+    check_outputs([args.out / "train_speed.json", args.out / "train_speed.md"])
     result = train_speed(
         weights, str(texture), image_size=args.image_size, batch_size=args.batch_size,
         iterations=args.iterations, rounds=args.rounds,
@@ -405,8 +433,12 @@ def quality_main(argv: list[str]) -> int:
     from .judge import QualityConfig, quality_table, run_quality
 
     (size,) = parse_sizes(args.size)
-    if size[0] * size[1] > MAX_PIXELS:
-        raise UserError(f"--size {args.size} is over the limit of {MAX_PIXELS} pixels")
+    if max(size) > MAX_SIDE or size[0] * size[1] > MAX_PIXELS:
+        raise UserError(f"--size {args.size} is over the limit of {MAX_SIDE}x{MAX_SIDE} pixels")
+    # The samples are kept as float32 RGB; each is described at its size.
+    samples = size[0] * size[1] * (12 * args.samples + DESCRIPTOR_BYTES_PER_PIXEL)
+    what = f"{args.samples} samples of {size[0]}x{size[1]}"
+    budget.check_memory(samples, what, "lower --samples or --size")
     weights = descriptor_weights(args.descriptor_weights, "vgg16")
     if weights is None or not Path(weights).is_file():
         raise UserError(
@@ -414,8 +446,9 @@ def quality_main(argv: list[str]) -> int:
             "or set $TN_DESCRIPTOR_WEIGHTS"
         )
     for path in [args.exemplar, *args.against, *args.photos]:
-        load_image(path)  # a bad image fails here, before any model is loaded
-    check_writable_dir(args.out)
+        # A bad image fails here, before any model is loaded; each is described at its size.
+        load_image(path, per_pixel=DESCRIPTOR_BYTES_PER_PIXEL, use="described by VGG")
+    check_outputs([args.out / "quality.json", args.out / "quality.png"])
     cfg = QualityConfig(
         model=args.model, out=args.out, exemplar=args.exemplar, descriptor_weights=weights,
         against=args.against, photos=args.photos, size=size, samples=args.samples,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 import re
 from pathlib import Path
 
@@ -660,9 +661,21 @@ def draw(results: dict, base: Path) -> dict[str, bytes]:
     return {k: v for k, v in figures.items() if v is not None}
 
 
+def _finite(value: object) -> object:
+    """`value` with every NaN or infinity replaced by None: JSON has no such numbers."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
 def write_results(results: dict, path: Path) -> None:
+    """Write results as strict JSON: a measurement that came out NaN is written as null."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(results, indent=1) + "\n")
+        tmp.write_text(json.dumps(_finite(results), indent=1, allow_nan=False) + "\n")
 
 
 def render(results: dict, out: Path, base: Path, notes: str | None = None) -> list[Path]:

@@ -12,10 +12,12 @@ takes tens of seconds on this machine, these take milliseconds.
 
 from __future__ import annotations
 
+import argparse
 import errno
 import functools
 import io
 import json
+import math
 import multiprocessing
 import os
 import pickle
@@ -27,10 +29,12 @@ import socket
 import struct
 import subprocess
 import sys
+import time
 import warnings
+import zipfile
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -48,10 +52,10 @@ from test_torch7 import _Module, _t7_bytes
 
 import training.train as train_module
 from benchmarks.cli import main as bench_main
-from tn_export import atomic, runtime
+from tn_export import atomic, budget, runtime
 from tn_export.checkpoint import load_checkpoint, save_checkpoint
 from tn_export.contract import ModelContract
-from tn_export.errors import UserError
+from tn_export.errors import UserError, cli_entry
 from tn_export.export.cli import main as export_main
 from tn_export.generator import PyramidGenerator
 from tn_export.images import MAX_PIXELS, load_image
@@ -72,36 +76,85 @@ SmallGenerator = functools.partial(PyramidGenerator, scales=3, channels=4)
 # --- inputs -------------------------------------------------------------------------------------
 
 
-def tiny_model(path: Path, mode: str, *, multiple: int = 4, doc: str = "") -> Path:
-    """A hand-built stand-in for an exported generator: average-pool by 4, upsample by 4, add to
-    the input, sigmoid. Like a real pyramid it runs only at multiples of 4; `multiple` is what its
-    metadata claims (a lie when not 4)."""
-    contract = ModelContract(
-        mode=mode, size_multiple=multiple, min_size=8, max_size=MAX_SIDE, name=path.stem
-    )
-    x = contract.input_name
+def onnx_model(
+    path: Path,
+    nodes: list,
+    metadata: dict[str, str],
+    *,
+    initializers: tuple = (),
+    channels: int | str = 3,
+    doc: str = "",
+) -> Path:
+    """An ONNX file of `nodes` from the input its metadata names to `image`, with that metadata."""
+    x = metadata["tn_export.input_name"]
     graph = helper.make_graph(
-        [
-            helper.make_node("AveragePool", [x], ["pooled"], kernel_shape=[4, 4], strides=[4, 4]),
-            helper.make_node("Resize", ["pooled", "", "scales"], ["up"], mode="nearest"),
-            helper.make_node("Add", [x, "up"], ["sum"]),
-            helper.make_node("Sigmoid", ["sum"], ["image"]),
-        ],
+        nodes,
         path.stem,
-        [helper.make_tensor_value_info(x, TensorProto.FLOAT, ["n", 3, "h", "w"])],
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["n", 3, "h", "w"])],
-        [numpy_helper.from_array(np.array([1, 1, 4, 4], np.float32), "scales")],
+        [helper.make_tensor_value_info(x, TensorProto.FLOAT, ["n", channels, "h", "w"])],
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["n", 3, "oh", "ow"])],
+        list(initializers),
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
     model.ir_version = 10
     model.doc_string = doc
-    helper.set_model_props(model, contract.to_metadata())
+    helper.set_model_props(model, metadata)
     onnx.save(model, path)
     return path
 
 
-def png_declaring(width: int, height: int) -> bytes:
-    """A PNG whose header declares width x height and whose data is almost nothing."""
+def tiny_model(path: Path, mode: str, *, multiple: int = 4, doc: str = "", **bounds: int) -> Path:
+    """A hand-built stand-in for an exported generator: average-pool by 4, upsample by 4, add to
+    the input, sigmoid. Like a real pyramid it runs only at multiples of 4; `multiple` is what its
+    metadata claims (a lie when not 4); `bounds`: min_size (8) and max_size (MAX_SIDE)."""
+    bounds = {"min_size": 8, "max_size": MAX_SIDE} | bounds
+    contract = ModelContract(mode=mode, size_multiple=multiple, name=path.stem, **bounds)
+    x = contract.input_name
+    nodes = [
+        helper.make_node("AveragePool", [x], ["pooled"], kernel_shape=[4, 4], strides=[4, 4]),
+        helper.make_node("Resize", ["pooled", "", "scales"], ["up"], mode="nearest"),
+        helper.make_node("Add", [x, "up"], ["sum"]),
+        helper.make_node("Sigmoid", ["sum"], ["image"]),
+    ]
+    scales = numpy_helper.from_array(np.array([1, 1, 4, 4], np.float32), "scales")
+    return onnx_model(path, nodes, contract.to_metadata(), initializers=(scales,), doc=doc)
+
+
+TEXTURE_METADATA = ModelContract(mode="texture", size_multiple=4, min_size=8, max_size=96)
+
+
+def one_node_model(path: Path, node, *initializers, **metadata: str) -> Path:
+    """A texture model of one node from `noise` to `image`, its metadata changed by `metadata`
+    (input channels left open, so that only the metadata says how many)."""
+    values = TEXTURE_METADATA.to_metadata() | {f"tn_export.{k}": v for k, v in metadata.items()}
+    return onnx_model(path, [node], values, initializers=initializers, channels="c")
+
+
+def endless_loop(path: Path) -> Path:
+    """A model whose graph is an ONNX Loop with a trip count of 2**62 (runs for ever)."""
+    body = helper.make_graph(
+        [
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+            helper.make_node("Identity", ["x_in"], ["x_out"]),
+        ],
+        "body",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("x_in", TensorProto.FLOAT, None),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("x_out", TensorProto.FLOAT, None),
+        ],
+    )
+    loop = helper.make_node("Loop", ["trips", "go", "noise"], ["image"], body=body)
+    trips = numpy_helper.from_array(np.array(2**62, np.int64), "trips")
+    return one_node_model(path, loop, trips, numpy_helper.from_array(np.array(True), "go"))
+
+
+def png_declaring(width: int, height: int, data: bytes | None = None) -> bytes:
+    """A PNG whose header declares width x height, its compressed pixel rows `data` (default:
+    almost nothing)."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         crc = zlib.crc32(kind + data)
@@ -111,9 +164,16 @@ def png_declaring(width: int, height: int) -> bytes:
     return (
         b"\x89PNG\r\n\x1a\n"
         + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+        + chunk(b"IDAT", zlib.compress(b"\0" * 16) if data is None else data)
         + chunk(b"IEND", b"")
     )
+
+
+def black_png(width: int, height: int) -> bytes:
+    """A whole, decodable black RGB PNG, compressed row by row so that making it stays small."""
+    packer, row = zlib.compressobj(9), bytes(1 + 3 * width)  # filter byte 0, then the pixels
+    rows = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    return png_declaring(width, height, rows)
 
 
 def encoded(image: Image.Image, fmt: str, **options) -> bytes:
@@ -172,6 +232,28 @@ class Assets:
         path = self.root / f"{mode}.onnx"
         return path if path.is_file() else tiny_model(path, mode)
 
+    @cached_property
+    def pixel_limit_png(self) -> Path:
+        """A real 8192 x 8192 image, exactly at the pixel limit (200 KB on disk)."""
+        return _write(self.root / "pixel-limit.png", black_png(8192, 8192))
+
+    @cached_property
+    def inflating(self) -> Path:
+        """The small checkpoint with its first tensor's record made 600 MB of zeros, deflated:
+        640 KB on disk, which torch.load would inflate (and then refuse)."""
+        path = self.root / "inflating.pt"
+        with zipfile.ZipFile(self.checkpoint) as source, zipfile.ZipFile(path, "w") as out:
+            for info in source.infolist():
+                if not info.filename.endswith("/data/0"):
+                    out.writestr(info, source.read(info.filename))
+                    continue
+                entry = zipfile.ZipInfo(info.filename)
+                entry.compress_type = zipfile.ZIP_DEFLATED
+                with out.open(entry, "w", force_zip64=True) as f:
+                    for _ in range(600):
+                        f.write(bytes(1 << 20))
+        return path
+
 
 def train_args(texture: Path, run: Path, *extra: str) -> list[str]:
     fast = ["--descriptor", "random", "--image-size", "32", "--batch-size", "2"]
@@ -195,6 +277,44 @@ def _changed_checkpoint(tmp: Path, a: Assets, name: str, **changes) -> Path:
     payload |= changes
     torch.save(payload, tmp / name)
     return tmp / name
+
+
+def _changed_weights(
+    tmp: Path, a: Assets, name: str, rename: str | None = None, nan: str | None = None
+) -> Path:
+    """The small checkpoint with the weight `rename` under another key, or `nan` made NaN."""
+    payload = torch.load(a.checkpoint, weights_only=True)
+    weights = payload["state_dict"]
+    if rename:
+        weights["to_rgb.offset"] = weights.pop(rename)
+    if nan:
+        weights[nan] = torch.full_like(weights[nan], float("nan"))
+    torch.save(payload, tmp / name)
+    return tmp / name
+
+
+def _busy(folder: Path) -> Path:
+    """An output folder in which what the commands write (results.json, t.png, model.pt) are
+    folders: written last, they would fail only after all the work."""
+    for name in ("results.json", "t.png", "model.pt"):
+        (folder / name).mkdir(parents=True)
+    return folder
+
+
+def _identity():
+    return helper.make_node("Identity", ["noise"], ["image"])
+
+
+def _t7_containing_itself() -> bytes:
+    """A Torch7 nn.Sequential whose modules list holds, by reference, the module itself."""
+
+    def text(value: str) -> bytes:
+        return struct.pack("<i", len(value)) + value.encode()
+
+    module = struct.pack("<ii", 4, 1) + text("V 1") + text("nn.Sequential")  # object 1
+    fields = struct.pack("<iii", 3, 2, 1) + struct.pack("<i", 2) + text("modules")
+    modules = struct.pack("<iii", 3, 3, 1) + struct.pack("<id", 1, 1.0)
+    return module + fields + modules + struct.pack("<ii", 4, 1)  # object 1 again
 
 
 def _readonly(tmp: Path, a: Assets) -> Path:
@@ -309,6 +429,39 @@ BUILD: dict[str, Callable[[Path, Assets], Path]] = {
     "packages": lambda t, a: _holding(
         t / "pkgs", "x.mlpackage/model.pt", a.checkpoint.read_bytes()
     ),
+    # the one budget
+    "pixel-limit.png": lambda t, a: a.pixel_limit_png,
+    "inflating.pt": lambda t, a: a.inflating,
+    "huge-layers.pt": lambda t, a: _changed_checkpoint(
+        t, a, "huge-layers.pt", config={"channels": 100_000}
+    ),
+    "20-scales.pt": lambda t, a: _changed_checkpoint(t, a, "20-scales.pt", config={"scales": 20}),
+    "loop.onnx": lambda t, a: endless_loop(t / "loop.onnx"),
+    "side-1000000.onnx": lambda t, a: one_node_model(
+        t / "side-1000000.onnx", _identity(), max_size="1000000"
+    ),
+    "noise-depth-1e9.onnx": lambda t, a: one_node_model(
+        t / "noise-depth-1e9.onnx", _identity(), noise_depth="1000000000"
+    ),
+    "min-8192.onnx": lambda t, a: tiny_model(
+        t / "min-8192.onnx", "texture", min_size=8192, max_size=8192
+    ),
+    "max-8192.onnx": lambda t, a: tiny_model(t / "max-8192.onnx", "texture", max_size=8192),
+    "busy": lambda t, a: _busy(t / "busy"),
+    # clear messages
+    "transposed.onnx": lambda t, a: one_node_model(
+        t / "transposed.onnx",
+        helper.make_node("Transpose", ["noise"], ["image"], perm=[0, 1, 3, 2]),
+    ),
+    "nan.onnx": lambda t, a: one_node_model(
+        t / "nan.onnx",
+        helper.make_node("Mul", ["noise", "nan"], ["image"]),
+        numpy_helper.from_array(np.array(np.nan, np.float32), "nan"),
+    ),
+    "itself.t7": lambda t, a: _write(t / "itself.t7", _t7_containing_itself()),
+    "list-metadata.pt": lambda t, a: _changed_checkpoint(t, a, "list-metadata.pt", metadata=[1]),
+    "wrong-key.pt": lambda t, a: _changed_weights(t, a, "wrong-key.pt", rename="to_rgb.bias"),
+    "nan.pt": lambda t, a: _changed_weights(t, a, "nan.pt", nan="to_rgb.weight"),
 }
 
 
@@ -371,6 +524,14 @@ def _half_written(write: Callable[[object, Path], None], then: Callable[[], None
     return writer
 
 
+class _FullLog(io.StringIO):
+    """tn-train's log on a full disk: every write fails."""
+
+    def write(self, text: str) -> int:
+        _no_space()
+        return 0
+
+
 _SAVE_CHECKPOINT, _SAVE_IMAGE = torch.save, Image.Image.save  # the real writers, kept
 _PNG = functools.partial(_SAVE_IMAGE, format="PNG")
 
@@ -384,6 +545,9 @@ FAULTS: dict[str, Callable[[pytest.MonkeyPatch], None]] = {
         torch, "save", _half_written(_SAVE_CHECKPOINT, _no_space)
     ),
     "full disk (image)": lambda p: p.setattr(Image.Image, "save", _half_written(_PNG, _no_space)),
+    "full disk (log)": lambda p: p.setattr(
+        train_module, "open", lambda *args, **kwargs: _FullLog(), raising=False
+    ),
 }
 
 
@@ -444,8 +608,11 @@ CHECKS: dict[str, Callable[[Files], None]] = {
 @dataclass(frozen=True)
 class Case:
     """One bad input: a command line ('{name}' are files from BUILD), the exit status it must
-    give, substrings of its one stderr line, an optional fault injected while it works and an
-    optional check afterwards. `process`: run as a real process (for what a process prints)."""
+    give, substrings of its one stderr line (and `never` ones it must not hold), an optional
+    fault injected while it works and an optional check afterwards. `process`: run as a real
+    process (for what a process prints). `env`: environment variables set for the run (a
+    smaller memory budget, say, so that the case is the same on every machine). `bounded`: the
+    answer must come within BOUND_SECONDS and BOUND_BYTES of memory."""
 
     name: str
     tool: str
@@ -455,6 +622,9 @@ class Case:
     fault: str | None = None
     check: str | None = None
     process: bool = False
+    env: dict[str, str] = field(default_factory=dict)
+    bounded: bool = False
+    never: tuple[str, ...] = ()
 
 
 def case(name: str, tool: str, argv: str, status: int, *says: str, **options) -> Case:
@@ -546,19 +716,19 @@ CASES = [
     case("absurd --max-size", "tn-export", f"{EXPORT} {{checkpoint}} --max-size 1000000000 "
          "-o {out}", 2, "1000000000", "8192"),
     case("absurd --image-size", "tn-train", f"{TRAIN} --image-size 1048576", 2,
-         "--image-size 1048576", "over the limit"),
+         "--image-size", "at most 8192, not 1048576"),
     case("absurd --batch-size", "tn-train", f"{TRAIN} --batch-size 100000", 2,
-         "--batch-size 100000", "over the limit"),
+         "--batch-size", "at most 10000 (the default; set TN_MAX_COUNT to change it)"),
     case("absurd --sizes", "tn-bench", f"{bench()} --sizes 100000", 2,
          "100000x100000", f"at most {MAX_PIXELS} pixels"),
     case("negative --count", "tn-run", f"{SYNTH} {{out}}/t.png --count -3", 2,
-         "--count must be at least 1"),
+         "argument --count: must be positive, not -3"),
     case("zero --tile-pixels", "tn-run", f"{STYLE} {{photo}} -o {{out}}/o.png --tile-pixels 0",
-         2, "tile budget"),
+         2, "argument --tile-pixels: must be positive"),
     case("zero --iterations", "tn-train", f"{TRAIN} --iterations 0", 2,
-         "--iterations must be positive"),
+         "argument --iterations: must be positive"),
     case("negative --batch-size", "tn-train", f"{TRAIN} --batch-size -2", 2,
-         "--batch-size must be positive"),
+         "argument --batch-size: must be positive"),
     case("zero --runs", "tn-bench", f"{bench()} --runs 0", 2, "--runs",
          "must be positive", "tn-bench --help"),
     case("negative --threads", "tn-bench", f"{bench()} --threads -1", 2, "--threads",
@@ -631,6 +801,97 @@ CASES = [
     case("--overwrite starts a new run in its place", "tn-train",
          f"{RESUME} --overwrite --iterations 2", 0, check="a new run replaced it"),
     case("existing empty folder", "tn-train", f"{train_on(run='{folder}')} --iterations 1", 0),
+    # small inputs, huge costs: every size, count and thread number checked against the one
+    # budget (tn_export.budget) before anything is allocated or started
+    case("--count of 10^8", "tn-run", f"{SYNTH} {{out}}/t.png --count 100000000", 2, "--count",
+         "at most 10000", "TN_MAX_COUNT", bounded=True),
+    case("--threads 10000", "tn-run", f"{SYNTH} {{out}}/t.png --threads 10000", 2, "--threads",
+         "os.cpu_count()", "TN_MAX_THREADS", bounded=True),
+    case("--threads 10000", "tn-bench", f"{bench()} --threads 10000", 2, "--threads",
+         "logical cores", "TN_MAX_THREADS", bounded=True),
+    case("--runs of 10^5", "tn-bench", f"{bench()} --runs 100000", 2, "--runs", "at most 10000",
+         bounded=True),
+    case("more --sizes than the count limit", "tn-bench", f"{bench()} --sizes 32,64,96,128", 2,
+         "--sizes", "4 is over the limit of 3", env={"TN_MAX_COUNT": "3"}, bounded=True),
+    case("exemplar exactly at the pixel limit", "tn-train", train_on("{pixel-limit.png}"), 2,
+         "{pixel-limit.png} (8192x8192) described as the exemplar", "needs at least 34.4 GB",
+         "8.0 GB of TN_MEMORY_BUDGET=8G", "downscale it", env={"TN_MEMORY_BUDGET": "8G"},
+         bounded=True),
+    case("a training step over the memory", "tn-train",
+         f"{TRAIN} --image-size 2048 --batch-size 8", 2, "a training step of --batch-size 8",
+         "needs at least", "lower them", env={"TN_MEMORY_BUDGET": "8G"}, bounded=True),
+    case("Gatys size over the memory", "tn-bench", f"{bench()} --gatys-size 8192", 2,
+         "Gatys at 8192x8192 needs at least", "lower --gatys-size",
+         env={"TN_MEMORY_BUDGET": "8G"}, bounded=True),
+    case("quality samples over the memory", "tn-bench",
+         "quality {checkpoint} --exemplar {texture} --samples 10000 --size 1024 -o {out}", 2,
+         "10000 samples of 1024x1024 needs at least", env={"TN_MEMORY_BUDGET": "8G"},
+         bounded=True),
+    case("checkpoint declaring absurd layer sizes", "tn-bench", bench("{huge-layers.pt}"), 2,
+         "{huge-layers.pt}: a texture generator of 3 scales x 100000 channels",
+         "(its weights) needs at least", bounded=True),
+    case("checkpoint declaring 20 scales", "tn-bench", bench("{20-scales.pt}"), 2,
+         "multiples of 2**19", "at most 14 scales", bounded=True),
+    case("compressed model.pt that inflates to 600 MB", "tn-bench", bench("{inflating.pt}"), 2,
+         "{inflating.pt} (unpacked) needs at least 629 MB", env={"TN_MEMORY_BUDGET": "256M"},
+         bounded=True),
+    case("ONNX graph that loops for ever in the load-time check", "tn-run",
+         "synthesize {loop.onnx} --size 32x32 -o {out}/t.png", 2, "{loop.onnx}",
+         "did not finish one run at 12x8 within 1 s (TN_PROBE_SECONDS=1",
+         env={"TN_PROBE_SECONDS": "1"}, bounded=True),
+    case("metadata max size over the largest side", "tn-run",
+         "synthesize {side-1000000.onnx} --size 32x32 -o {out}/t.png", 2,
+         "invalid tn-export metadata", "max size 1000000 is over the largest side, 8192",
+         bounded=True),
+    case("metadata noise depth over the pixel limit", "tn-run",
+         "synthesize {noise-depth-1e9.onnx} --size 32x32 -o {out}/t.png", 2,
+         "1000000000 input channels at 96x96", "RGB image at the pixel limit", bounded=True),
+    case("metadata min size whose check does not fit", "tn-run",
+         "synthesize {min-8192.onnx} --size 8192x8192 -o {out}/t.png", 2,
+         "check at 8192x8192 needs at least", env={"TN_MEMORY_BUDGET": "8G"}, bounded=True),
+    case("metadata allows 8192x8192, the runtime cannot fit it", "tn-run",
+         "synthesize {max-8192.onnx} --size 8192x8192 -o {out}/t.png", 2,
+         "{max-8192.onnx} at 8192x8192 needs at least 27.4 GB", "ask for a smaller size",
+         env={"TN_MEMORY_BUDGET": "8G"}, bounded=True),
+    case("--tile-pixels too large to convert", "tn-run",
+         f"{STYLE} {{photo}} -o {{out}}/o.png --tile-pixels {10**30}", 2, "--tile-pixels",
+         f"at most {MAX_PIXELS}"),
+    # clear messages: one line, exit status 2, never a temporary name or an empty reason
+    case("output shape that does not follow the input", "tn-run",
+         "synthesize {transposed.onnx} --size 32x32 -o {out}/t.png", 2,
+         "returns shape (1, 3, 8, 12) for a 12x8 input", "does not follow its input"),
+    case("NaN-valued model", "tn-run", "synthesize {nan.onnx} --size 32x32 -o {out}/t.png", 2,
+         "{nan.onnx} returns NaN or infinite values"),
+    case("NaN-valued checkpoint", "tn-bench", bench("{nan.pt}"), 2,
+         "{nan.pt} holds NaN or infinite values in to_rgb.weight"),
+    case("--seed out of range", "tn-train", f"{TRAIN} --seed 4294967296", 2, "--seed",
+         "at most 4294967295"),
+    case("--seed out of range", "tn-run", f"{SYNTH} {{out}}/t.png --seed -1", 2, "--seed",
+         "at least 0"),
+    case("NaN --lr", "tn-train", f"{TRAIN} --lr nan", 2, "--lr", "finite"),
+    case("negative --lr", "tn-train", f"{TRAIN} --lr -0.1", 2, "--lr", "must be over 0"),
+    case("negative --lr-decay", "tn-train", f"{TRAIN} --lr-decay -0.5", 2, "--lr-decay",
+         "must be over 0"),
+    case("NaN --lr-decay", "tn-train", f"{TRAIN} --lr-decay nan", 2, "--lr-decay", "finite"),
+    case("infinite weight", "tn-train", f"{TRAIN} --style-weight inf", 2, "--style-weight",
+         "finite"),
+    case("NaN --cell-budget", "tn-bench", f"{bench()} --cell-budget nan", 2, "--cell-budget",
+         "finite"),
+    case("infinite --gatys-seconds", "tn-bench", f"{bench()} --gatys-seconds inf", 2,
+         "--gatys-seconds", "finite"),
+    case("-o that is a folder", "tn-run", f"{SYNTH} {{busy}}/t.png", 2,
+         "output {busy}/t.png is a folder"),
+    case("results.json that is a folder, before the work", "tn-bench", bench(out="{busy}"), 2,
+         "output {busy}/results.json is a folder", bounded=True),
+    case("model.pt that is a folder, before the work", "tn-train",
+         train_on(run="{busy}") + " --overwrite", 2, "output {busy}/model.pt is a folder",
+         bounded=True),
+    case(".t7 that contains itself", "tn-export", f"{EXPORT} {{itself.t7}} -o {{out}}", 2,
+         "{itself.t7} is not a texture_nets v1 pyramid", "nn.Sequential contains itself"),
+    case("checkpoint whose metadata is not a mapping", "tn-bench", bench("{list-metadata.pt}"),
+         2, "{list-metadata.pt} has metadata that is list, not a mapping"),
+    case("state dict with a wrong key", "tn-bench", bench("{wrong-key.pt}"), 2,
+         "does not match its generator config (its weights lack 'to_rgb.bias')"),
     # faults while working
     case("NaN loss", "tn-train", f"{RESUME} --resume --iterations 3", 1, "loss became nan",
          "model.pt is kept", "--resume", fault="nan loss", check="iteration 1 kept"),
@@ -642,10 +903,18 @@ CASES = [
     case("full disk while saving a checkpoint", "tn-train",
          f"{RESUME} --resume --iterations 3 --checkpoint-every 1", 1, "could not write",
          "model.pt", "No space left on device", "the existing file is unchanged",
-         "free some disk space", fault="full disk (checkpoint)", check="iteration 1 kept"),
+         "free some disk space there (", " MB free now)", fault="full disk (checkpoint)",
+         check="iteration 1 kept"),
     case("full disk while saving an image", "tn-run", f"{SYNTH} {{out}}/t.png", 1,
          "{out}/t.png", "No space left on device", "nothing was written", "free some disk space",
          fault="full disk (image)"),
+    case("full disk while writing the log", "tn-train", f"{RESUME} --resume --iterations 3", 1,
+         "could not write {run} (No space left on device)", "MB free now",
+         fault="full disk (log)", check="iteration 1 kept"),
+    case("NaN loss in a run that has no checkpoint yet", "tn-train",
+         f"{train_on(run='{folder}')} --iterations 3",
+         1, "loss became nan at iteration 1", "no checkpoint was written yet", "run again",
+         fault="nan loss", never=("model.pt", "--resume")),
     case("SIGTERM", "tn-train", f"{RESUME} --resume --iterations 4 --checkpoint-every 100", 143,
          "tn-train: terminated", "model.pt is kept", "--resume", fault="sigterm",
          check="iteration 2 kept, --resume works"),
@@ -684,6 +953,29 @@ def leftovers(folder: Path) -> list[str]:
     return [str(p) for p in folder.rglob(".*") if p.name.endswith(".tmp") or ".export-" in p.name]
 
 
+BOUND_SECONDS, BOUND_BYTES = 5.0, 500 * 10**6
+TEMPORARY = re.compile(r"/\.[^/\s]+\.tmp\b|\.export-\d+-")  # atomic writes, export scratch
+
+
+def _status_kb(key: str) -> int:
+    return int(re.search(rf"^{key}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M)[1])
+
+
+def measured(run: Callable[[], tuple[int, str]]) -> tuple[tuple[int, str], float, int | None]:
+    """`run()`, the seconds it took and how far it raised this process's peak memory above its
+    memory before (None where Linux's peak cannot be reset: /proc/self/clear_refs)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # the peak (VmHWM) := the current RSS
+        before = _status_kb("VmRSS")
+    except OSError:
+        before = None
+    start = time.perf_counter()
+    result = run()
+    seconds = time.perf_counter() - start
+    peak = None if before is None else (_status_kb("VmHWM") - before) * 1024
+    return result, seconds, peak
+
+
 @pytest.mark.parametrize("c", CASES, ids=lambda c: f"{c.tool} {c.name}")
 def test_bad_input_gets_one_clear_line(c: Case, assets, tmp_path, monkeypatch, capsys):
     files = Files(tmp_path, assets)
@@ -692,8 +984,10 @@ def test_bad_input_gets_one_clear_line(c: Case, assets, tmp_path, monkeypatch, c
     monkeypatch.setattr(train_module, "PyramidGenerator", SmallGenerator)
     if c.fault:
         FAULTS[c.fault](monkeypatch)
+    for name, value in c.env.items():
+        monkeypatch.setenv(name, value)
     capsys.readouterr()  # what making the inputs printed (a training run) is not the case's
-    status, stderr = run_case(c, files, argv, capsys)
+    (status, stderr), seconds, peak = measured(lambda: run_case(c, files, argv, capsys))
     monkeypatch.undo()
     lines = error_lines(c.tool, stderr)
     if c.status == 0:
@@ -704,7 +998,14 @@ def test_bad_input_gets_one_clear_line(c: Case, assets, tmp_path, monkeypatch, c
         assert lines[0].startswith(f"{c.tool}: "), lines[0]
         for text in says:
             assert text in lines[0], f"{text!r} not in {lines[0]!r}"
+        for text in c.never:
+            assert text not in lines[0], f"{text!r} in {lines[0]!r}"
+        assert not TEMPORARY.search(lines[0]), lines[0]
+        assert not lines[0].rstrip().endswith(":"), lines[0]  # a reason, never an empty one
         assert "Traceback" not in stderr and "Warning" not in stderr
+    if c.bounded:
+        assert seconds < BOUND_SECONDS, f"answered after {seconds:.1f} s"
+        assert peak is None or peak < BOUND_BYTES, f"peak memory rose by {peak / 1e6:.0f} MB"
     out = files.path("out")
     if c.status != 0 and out.exists():
         assert [p for p in out.rglob("*") if p.is_file()] == []
@@ -1140,3 +1441,149 @@ def test_fuzzed_metadata_parses_or_fails_with_one_clear_line():
             assert ModelContract.from_metadata(contract.to_metadata()) == contract
             accepted += 1
     assert 100 < accepted < FUZZ_METADATA - 100
+
+
+# --- the one budget: its limits and the mechanisms behind the table's cases ---------------------
+
+
+def test_limits_come_from_the_machine_unless_the_environment_says_otherwise(monkeypatch):
+    for name in (budget.MEMORY_ENV, budget.THREADS_ENV, budget.COUNT_ENV, budget.PROBE_ENV):
+        monkeypatch.delenv(name, raising=False)
+    physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    assert budget.memory().value <= physical and "memory" in budget.memory().source
+    assert budget.threads().value == os.cpu_count()
+    assert budget.count().value == budget.DEFAULT_MAX_COUNT
+    for text, value in (("8G", 8e9), ("512M", 512e6), ("1.5g", 1.5e9), ("123456", 123456)):
+        monkeypatch.setenv(budget.MEMORY_ENV, text)
+        assert budget.memory() == budget.Limit(
+            value, f"{budget.MEMORY_ENV}={text}", "TN_MEMORY_BUDGET"
+        )
+    monkeypatch.setenv(budget.THREADS_ENV, "64")
+    assert budget.threads().value == 64
+    for name, text in (
+        (budget.MEMORY_ENV, "lots"),
+        (budget.COUNT_ENV, "-1"),
+        (budget.PROBE_ENV, "inf"),
+    ):
+        monkeypatch.setenv(name, text)
+        with pytest.raises(UserError, match=f"{name}='{text}' is not a positive number"):
+            {budget.MEMORY_ENV: budget.memory, budget.COUNT_ENV: budget.count,
+             budget.PROBE_ENV: budget.probe_seconds}[name]()  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("kind", "bounds", "text", "message"),
+    [
+        (float, {"above": 0}, "nan", "must be a finite number, not nan"),
+        (float, {"at_least": 0}, "-inf", "must be a finite number, not -inf"),
+        (float, {"above": 0}, "0", "must be over 0, not 0"),
+        (float, {"above": 0, "at_most": 1}, "1.5", "must be at most 1, not 1.5"),
+        (int, {"at_least": 1}, "0", "must be positive, not 0"),
+        (int, {"at_least": 0, "at_most": budget.MAX_SEED}, "4294967296", "at most 4294967295"),
+        (int, {"at_least": 1}, "2.5", "'2.5' is not a whole number"),
+        (int, {"at_least": 1}, "9" * 5000, "is not a whole number"),  # over Python's digit limit
+    ],
+)
+def test_the_flag_number_type_refuses_nan_infinities_and_out_of_range(kind, bounds, text, message):
+    with pytest.raises(argparse.ArgumentTypeError, match=re.escape(message)):
+        budget.number(kind, **bounds)(text)
+
+
+def test_a_limit_from_the_budget_names_itself_and_its_variable(monkeypatch):
+    monkeypatch.setenv(budget.THREADS_ENV, "4")
+    with pytest.raises(argparse.ArgumentTypeError) as info:
+        budget.number(int, 1, budget.threads())("5")
+    assert (
+        str(info.value)
+        == "must be at most 4 (TN_MAX_THREADS=4; set TN_MAX_THREADS to change it), not 5"
+    )
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {},
+        {"scales": 3, "channels": 4},
+        {"mode": "style"},
+        {"scales": 2, "channels": 3, "noise_depth": 5},
+    ],
+)
+def test_the_cost_of_a_pyramid_is_its_exact_parameter_count(config):
+    generator = PyramidGenerator(**config)
+    c = generator.config
+    scale_in = c.noise_depth + (3 if c.mode == "style" else 0)
+    parameters = sum(p.numel() for p in generator.parameters())
+    assert budget.generator_parameters(c.scales, c.channels, scale_in) == parameters
+
+
+def test_absurd_layer_sizes_are_refused_before_a_weight_is_allocated():
+    """What a .t7 or model.pt declares reaches PyramidGenerator, which checks it first: a
+    generator of 100000 channels (1.6 TB of weights) is refused in no time and memory."""
+    (_, seconds, peak) = measured(
+        lambda: pytest.raises(UserError, PyramidGenerator, channels=100_000)
+    )
+    assert seconds < BOUND_SECONDS and (peak is None or peak < BOUND_BYTES)
+    with pytest.raises(UserError, match="6 scales x 100000 channels with noise depth 3"):
+        PyramidGenerator(channels=100_000)
+
+
+def test_a_t7_declaring_absurd_layer_sizes_is_refused_before_its_generator_is_built():
+    """A Torch7 tensor view declares its own shape; one of 100000 x 3 x 3 x 3 over a single
+    float (stride 0) takes no memory, and the generator it would size is never built."""
+    from tn_export import torch7
+
+    view = np.lib.stride_tricks.as_strided(np.zeros(1, np.float32), (100_000, 3, 3, 3), (0,) * 4)
+    conv = torch7.torchfile.TorchObject(b"nn.SpatialConvolution")
+    conv._obj = {b"weight": view}
+    pyramid = torch7._Pyramid([1], [[(conv, None)]], [], None)
+    with pytest.raises(UserError, match="1 scales x 100000 channels"):
+        torch7._build(pyramid, torch7._Storages({}))
+
+
+def test_the_load_time_check_stops_a_graph_that_loops_for_ever(tmp_path, monkeypatch):
+    """onnxruntime's terminate flag, set by a timer, interrupts the Loop between iterations:
+    the refusal comes at the time limit, not never."""
+    monkeypatch.setenv(budget.PROBE_ENV, "1")
+    path = endless_loop(tmp_path / "loop.onnx")
+    start = time.perf_counter()
+    with pytest.raises(UserError, match="did not finish one run at 12x8 within 1 s"):
+        runtime.load(path)
+    assert 1.0 <= time.perf_counter() - start < BOUND_SECONDS
+
+
+def test_outputs_get_the_usual_modes_whatever_their_writer_made(tmp_path):
+    """coremltools writes its package with 0700 folders and 0600 files; installed, it has the
+    modes of every other output (the umask's), like export.json beside it."""
+    with atomic.atomic_path(tmp_path / "m.mlpackage") as tmp:
+        (tmp / "Data").mkdir(mode=0o700, parents=True)
+        tmp.chmod(0o700)
+        (tmp / "Data" / "weights.bin").write_bytes(b"w")
+        (tmp / "Data" / "weights.bin").chmod(0o600)
+    with atomic.atomic_path(tmp_path / "m.export.json") as tmp:
+        tmp.write_text("{}")
+    mask = atomic._umask()
+    package = tmp_path / "m.mlpackage"
+    for folder in (package, package / "Data"):
+        assert folder.stat().st_mode & 0o777 == 0o777 & ~mask
+    for file in (package / "Data" / "weights.bin", tmp_path / "m.export.json"):
+        assert file.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_results_json_never_holds_nan(tmp_path):
+    from benchmarks.report import write_results
+
+    write_results({"a": math.nan, "b": [math.inf, 1.5], "c": {"d": -math.inf}}, tmp_path / "r.json")
+    text = (tmp_path / "r.json").read_text()
+    strict = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in results.json"))
+    assert strict == {"a": None, "b": [None, 1.5], "c": {"d": None}}
+
+
+def test_a_failure_without_a_message_still_says_what_it_was(capsys):
+    @cli_entry("tn-test")
+    def main(argv):
+        raise RuntimeError()
+
+    assert main([]) == 1
+    assert capsys.readouterr().err == (
+        "tn-test: failed: RuntimeError: no message (rerun with --debug for details)\n"
+    )

@@ -78,9 +78,9 @@ def test_the_output_format_follows_the_extension(texture_path, tmp_path, capsys,
     [
         (["--size", "1x1"], "at least 16 pixels"),
         (["--size", "4097x31"], "maximum of 4096"),
-        (["--size", "64x64", "--count", "0"], "--count must be at least 1"),
-        (["--size", "64x64", "--seed", "-5"], "seed must be"),
-        (["--size", "64x64", "--threads", "0"], "--threads must be at least 1"),
+        (["--size", "64x64", "--count", "0"], "argument --count: must be positive, not 0"),
+        (["--size", "64x64", "--seed", "-5"], "argument --seed: must be at least 0"),
+        (["--size", "64x64", "--threads", "0"], "argument --threads: must be positive"),
         (["--size", "64x64", "--providers", "CUDAExecutionProvider"], "not available"),
     ],
 )

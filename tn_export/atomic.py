@@ -18,6 +18,53 @@ class WriteError(OSError):
     untouched. One line that names the file and the fix."""
 
 
+FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _write_error(path: Path, error: OSError, kept: str) -> WriteError:
+    """One line for a failed write of `path` (never a temporary name): for a full disk, how
+    much room is left on that file system, so that the user knows what to free."""
+    if error.errno in FULL:
+        folder = next((p for p in (path, *path.parents) if p.is_dir()), Path("."))
+        free = shutil.disk_usage(folder).free
+        fix = f"free some disk space there ({free / 1e6:.0f} MB free now)"
+    else:
+        fix = "check the folder and its permissions"
+    written = WriteError(
+        f"could not write {path} ({error.strerror or error}); {kept}: {fix} and retry"
+    )
+    written.errno = error.errno
+    return written
+
+
+@contextlib.contextmanager
+def full_disk_names(folder: Path, kept: str = "nothing was written") -> Iterator[None]:
+    """Turn a full disk met while writing anywhere in `folder` (scratch files, logs) into a
+    WriteError that names `folder`, not the scratch file being written when it filled."""
+    try:
+        yield
+    except OSError as e:
+        if isinstance(e, WriteError) or e.errno not in FULL:
+            raise
+        raise _write_error(folder, e, kept) from e
+
+
+def check_outputs(files: Iterable[Path], folders: Iterable[Path] = ()) -> None:
+    """Before any work: each output file must be a regular file if it exists (not a folder, a
+    device, a FIFO), each output folder (a Core ML package, plots/) a folder if it exists, and
+    the folders they go into writable. Otherwise the work would fail only once done."""
+    for path in map(Path, files):
+        if path.is_dir():
+            raise UserError(f"output {path} is a folder; choose another -o or remove it")
+        if path.exists() and not path.is_file():
+            raise UserError(f"output {path} is not a regular file; choose another -o")
+        check_writable_dir(path.parent)
+    for path in map(Path, folders):
+        if path.exists() and not path.is_dir():
+            raise UserError(f"output {path} is a file where a folder goes; choose another -o")
+        check_writable_dir(path.parent)
+
+
 def check_writable_dir(path: Path) -> None:
     """Fail early, with the fix, when an output folder cannot be created or written."""
     try:
@@ -90,6 +137,34 @@ def refuse_overwriting_inputs(
             )
 
 
+def _kept(path: Path) -> str:
+    return "the existing file is unchanged" if path.exists() else "nothing was written"
+
+
+def _umask() -> int:
+    try:
+        with open("/proc/self/status") as f:  # Linux: read it without changing it
+            return next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return mask
+
+
+def _usual_modes(path: Path) -> None:
+    """Give what was written the modes of a file or folder made normally (the umask's), as
+    writers that work in private temporary folders (coremltools: 0600 / 0700) do not."""
+    mask = _umask()
+    if not path.is_dir():
+        os.chmod(path, 0o666 & ~mask)
+        return
+    for folder, _, files in os.walk(path):  # links are left alone: chmod would follow them
+        os.chmod(folder, 0o777 & ~mask)
+        for name in files:
+            if not os.path.islink(os.path.join(folder, name)):
+                os.chmod(os.path.join(folder, name), 0o666 & ~mask)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling of `path`; on success it replaces `path`, on error it vanishes.
@@ -100,12 +175,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     check_writable_dir(path.parent)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:  # no room even for an empty file: the message names `path`, not it
+        raise _write_error(path, e, _kept(path)) from e
     os.close(fd)
     os.unlink(tmp_name)
     tmp = Path(tmp_name)
     try:
         yield tmp
+        _usual_modes(tmp)
         if tmp.is_file():
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
@@ -117,12 +196,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         else:
             os.replace(tmp, path)
     except OSError as e:
-        kept = "the existing file is unchanged" if path.exists() else "nothing was written"
-        full = e.errno in (errno.ENOSPC, errno.EDQUOT)
-        fix = "free some disk space" if full else "check the folder and its permissions"
-        error = WriteError(f"could not write {path} ({e.strerror or e}); {kept}: {fix} and retry")
-        error.errno = e.errno
-        raise error from e
+        raise _write_error(path, e, _kept(path)) from e
     finally:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)

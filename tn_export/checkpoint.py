@@ -6,6 +6,7 @@ import os
 import pickle
 import platform
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import torch
 
 from . import __version__
 from .atomic import atomic_path
+from .budget import check_memory
 from .errors import UserError
 from .generator import GeneratorConfig, PyramidGenerator
 
@@ -77,6 +79,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> Check
     if not path.is_file():
         what = "is a folder" if path.is_dir() else "does not exist"
         raise UserError(f"checkpoint {path} {what}; pass the model.pt that tn-train wrote")
+    unpacked = f"checkpoint {path} (unpacked)"
+    check_memory(_unpacked_size(path), unpacked, "pass the model.pt tn-train wrote")
     try:
         with warnings.catch_warnings():  # torch warns about foreign pickles: our error says it
             warnings.simplefilter("ignore")
@@ -95,14 +99,68 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> Check
             f"checkpoint {path} has format version {payload.get('version')}, this tn-export "
             f"reads version {VERSION}; export it with the tn-export version that trained it"
         )
+    metadata, state = payload.get("metadata", {}), payload.get("training_state")
+    for name, value, kinds in (
+        ("config", payload.get("config"), dict),
+        ("state dict", payload.get("state_dict"), dict),
+        ("metadata", metadata, dict),
+        ("training state", state, (dict, type(None))),
+    ):
+        if not isinstance(value, kinds):
+            raise UserError(
+                f"checkpoint {path} has {name} that is {type(value).__name__}, not a mapping; "
+                "it was not written by tn-train: retrain or pass another model.pt"
+            )
     try:
         generator = PyramidGenerator.from_config(payload["config"])
-        generator.load_state_dict(payload["state_dict"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        first = str(e).strip().splitlines()[0][:160]
-        raise UserError(f"checkpoint {path} does not match its generator config ({first})") from e
+    except UserError as e:  # a config too large for the memory budget, refused before building
+        raise UserError(f"checkpoint {path}: {e}") from e
+    except (TypeError, ValueError) as e:
+        raise UserError(f"checkpoint {path} does not match its generator config ({e})") from e
+    problem = _state_dict_problem(payload["state_dict"], generator.state_dict())
+    if problem:
+        raise UserError(f"checkpoint {path} does not match its generator config ({problem})")
+    generator.load_state_dict(payload["state_dict"])
+    check_finite(generator, f"checkpoint {path}")
     generator.eval()
-    return Checkpoint(generator, payload.get("metadata", {}), payload.get("training_state"))
+    return Checkpoint(generator, metadata, state)
+
+
+def _unpacked_size(path: Path) -> int:
+    """The bytes torch.load would unpack: a checkpoint is a zip whose members may be compressed
+    (tn-train never compresses them; a crafted file can inflate to gigabytes)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return sum(member.file_size for member in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError):  # not a zip: torch.load says what it is
+        return path.stat().st_size
+
+
+def _state_dict_problem(given: dict, wanted: dict) -> str:
+    """What is wrong with a state dict for the generator whose own is `wanted`, naming the
+    first wrong key ("" when nothing is)."""
+    missing = [k for k in wanted if k not in given]
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        return f"its weights lack {missing[0]!r}{more}"
+    unexpected = [k for k in given if k not in wanted]
+    if unexpected:
+        return f"its weights have an unexpected key {unexpected[0]!r}"
+    for key, tensor in given.items():
+        if not isinstance(tensor, torch.Tensor) or tensor.shape != wanted[key].shape:
+            shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor)
+            return f"{key!r} is {shape}, the config needs {tuple(wanted[key].shape)}"
+    return ""
+
+
+def check_finite(generator: PyramidGenerator, source: str) -> None:
+    """Refuse a generator holding NaN or infinite weights: its every output would be NaN."""
+    for name, tensor in generator.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise UserError(
+                f"{source} holds NaN or infinite values in {name}: its training diverged; use "
+                "an earlier checkpoint or retrain with a lower --lr"
+            )
 
 
 def load_model(path: str | os.PathLike | None = None) -> tuple[Checkpoint, Path]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields
 
+from .budget import DEFAULT_CHANNELS, MAX_PIXELS, MAX_SIDE, generator_bytes_per_pixel
 from .errors import UserError
 
 PREFIX = "tn_export."
@@ -31,6 +32,7 @@ class ModelContract:
     max_size: int = 2048
     padding: str = "circular"
     norm: str = "batch"
+    channels: int = 0  # the generator's channels per scale, for memory estimates; 0: unknown
     input_name: str = ""
     output_name: str = "image"
     layout: str = "NCHW"
@@ -64,10 +66,27 @@ class ModelContract:
                     f"size bound {bound} is not a multiple of {self.size_multiple}; "
                     f"use e.g. {self.size_multiple * 2} or {self.size_multiple * 64}"
                 )
+        if self.max_size > MAX_SIDE:
+            raise UserError(f"max size {self.max_size} is over the largest side, {MAX_SIDE}")
+        # Inputs at the largest size hold at most the values of an RGB image at the pixel limit.
+        if self.input_channels * self.max_size**2 > 3 * MAX_PIXELS:
+            raise UserError(
+                f"{self.input_channels} input channels at {self.max_size}x{self.max_size} are "
+                f"over the {3 * MAX_PIXELS} values of an RGB image at the pixel limit"
+            )
+        if self.channels < 0:
+            raise UserError(f"channels must be at least 0 (unknown), not {self.channels}")
 
     @property
     def input_channels(self) -> int:
         return self.noise_depth if self.mode == "texture" else 3
+
+    @property
+    def bytes_per_pixel(self) -> int:
+        """A lower bound of the memory one output pixel costs the runtime (budget.py)."""
+        scales = self.size_multiple.bit_length()  # a pyramid's multiple is 2 ** (scales - 1)
+        channels = self.channels or DEFAULT_CHANNELS
+        return generator_bytes_per_pixel(scales, channels, self.input_channels)
 
     def to_metadata(self) -> dict[str, str]:
         """Flat string key/values, as both ONNX and Core ML metadata require."""

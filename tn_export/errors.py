@@ -62,11 +62,9 @@ def cli_entry(prog: str) -> Callable[[Callable[[list[str] | None], int | None]],
             except Exception as e:  # noqa: BLE001 - the CLI's last line of defence
                 if debug:
                     raise
-                first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-                print(
-                    f"{prog}: failed: {type(e).__name__}: {first} (rerun with --debug for details)",
-                    file=sys.stderr,
-                )
+                text = str(e).strip()
+                reason = f"{type(e).__name__}: {text.splitlines()[0] if text else 'no message'}"
+                print(f"{prog}: failed: {reason} (rerun with --debug for details)", file=sys.stderr)
                 return 1
             finally:
                 if handles:  # `previous` is None when it was not set from Python: the default

@@ -9,6 +9,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .budget import check_generator
+
 Mode = Literal["texture", "style"]
 Norm = Literal["batch", "instance"]
 Padding = Literal["circular", "reflect", "zero"]
@@ -114,8 +116,7 @@ class PyramidGenerator(nn.Module):
             raise ValueError(f"norm must be 'batch' or 'instance', not {norm!r}")
         if padding not in ("circular", "reflect", "zero"):
             raise ValueError(f"padding must be 'circular', 'reflect' or 'zero', not {padding!r}")
-        if scales < 1 or channels < 1 or noise_depth < 1:
-            raise ValueError("scales, channels and noise_depth must be positive")
+        check_generator(mode, scales, channels, noise_depth)  # before a weight is allocated
         self.config = GeneratorConfig(mode, scales, channels, noise_depth, norm, padding)
         scale_in = noise_depth if mode == "texture" else 3 + noise_depth
         self.branches = nn.ModuleList(

@@ -10,12 +10,9 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from .atomic import atomic_path
+from .budget import MAX_PIXELS, check_memory
 from .errors import UserError
 
-# Decompression bombs and absurd sizes are refused at 64 megapixels (8192x8192), far above any
-# use here: images read, sizes asked of the runtime, models exported, steps trained.
-MAX_SIDE = 8192
-MAX_PIXELS = MAX_SIDE * MAX_SIDE
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 # The decoders tried, whatever the extension says: the formats above and no exotic ones (EPS
 # would start Ghostscript). JPEG includes multi-picture camera files (MPO).
@@ -41,8 +38,14 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Open an image file as RGB with its EXIF orientation applied; one clear error otherwise."""
+def load_image(
+    path: str | os.PathLike, max_pixels: int = MAX_PIXELS, per_pixel: int = 0, use: str = ""
+) -> Image.Image:
+    """Open an image file as RGB with its EXIF orientation applied; one clear error otherwise.
+
+    `per_pixel`: the bytes per pixel that its `use` (e.g. "as the exemplar") will need, checked
+    against the memory budget from the declared size, before the image is decoded.
+    """
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{path} is a folder, not an image; pass an image file")
@@ -60,6 +63,7 @@ def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.I
                 w, h = im.size
                 if w * h > max_pixels:
                     raise UserError(f"image {path} declares {w}x{h} pixels, {too_big}")
+                check_memory(w * h * per_pixel, f"image {path} ({w}x{h}) {use}", "downscale it")
                 im.load()
                 image = ImageOps.exif_transpose(im) or im
                 return to_rgb(image)
@@ -92,9 +96,9 @@ def to_array(image: Image.Image) -> np.ndarray:
 
 
 def from_array(array: np.ndarray) -> Image.Image:
-    """float (3, H, W) RGB, nominally in [0, 1] -> Pillow image (values clipped)."""
+    """float (3, H, W) RGB, nominally in [0, 1] -> Pillow image (values clipped, NaN black)."""
     a = np.clip(np.asarray(array, dtype=np.float32).transpose(1, 2, 0) * 255.0 + 0.5, 0, 255)
-    return Image.fromarray(a.astype(np.uint8), "RGB")
+    return Image.fromarray(np.nan_to_num(a, copy=False).astype(np.uint8), "RGB")
 
 
 def save_image(image: Image.Image, path: str | os.PathLike) -> None:

@@ -20,7 +20,8 @@ import torch
 import torchfile
 from torch import nn
 
-from .checkpoint import Checkpoint
+from .budget import check_memory
+from .checkpoint import Checkpoint, check_finite
 from .errors import UserError
 from .generator import PyramidGenerator
 
@@ -128,12 +129,15 @@ def _children(obj: torchfile.TorchObject) -> list:
     return modules if isinstance(modules, list) else []
 
 
-def _module_types(obj: object, found: set[str]) -> set[str]:
-    """Every Torch class name in the module tree (the modules lists of containers)."""
+def _module_types(obj: object, found: set[str], inside: tuple[int, ...] = ()) -> set[str]:
+    """Every Torch class name in the module tree (the modules lists of containers). A module
+    among its own descendants (Torch7 files hold references) is refused: no tree could hold it."""
     if isinstance(obj, torchfile.TorchObject):
+        if id(obj) in inside:
+            raise _layout_error(f"the module {_typename(obj)}", "contains itself")
         found.add(_typename(obj))
         for child in _children(obj):
-            _module_types(child, found)
+            _module_types(child, found, (*inside, id(obj)))
     return found
 
 
@@ -303,20 +307,24 @@ def load_torch7(path: str | os.PathLike) -> Checkpoint:
     if not path.is_file():
         what = "is a folder" if path.is_dir() else "does not exist"
         raise UserError(f"Torch7 model {path} {what}; pass a texture_nets v1 *_model.t7 file")
+    check_memory(path.stat().st_size, f"Torch7 model {path}", "pass a released *_model.t7")
     root, storages = _read_t7(path)
-    unknown = sorted(_module_types(root, set()) - KNOWN_MODULES)
-    if unknown:
-        raise UserError(
-            f"{path} contains unknown Torch modules {', '.join(unknown)}; "
-            "tn-export reads texture_nets v1 pyramids"
-        )
     try:
-        generator = _build(_parse(root), storages)
+        unknown = sorted(_module_types(root, set()) - KNOWN_MODULES)
+        generator = None if unknown else _build(_parse(root), storages)
     except _LayoutError as e:
         raise UserError(
             f"{path} is not a texture_nets v1 pyramid: {e}; tn-export reads the generators "
             "released with the paper (texture_nets branch texture_nets_v1)"
         ) from e
+    except UserError as e:  # a generator over the memory budget, refused before it is built
+        raise UserError(f"{path}: {e}") from e
+    if generator is None:
+        raise UserError(
+            f"{path} contains unknown Torch modules {', '.join(unknown)}; "
+            "tn-export reads texture_nets v1 pyramids"
+        )
+    check_finite(generator, f"Torch7 model {path}")
     metadata = {
         "mode": "texture",
         "source": "texture_nets v1 (Lua Torch)",

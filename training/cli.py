@@ -6,12 +6,17 @@ import argparse
 import sys
 from pathlib import Path
 
-from tn_export.atomic import check_writable_dir, refuse_overwriting_inputs
+from tn_export import budget
+from tn_export.atomic import check_outputs, full_disk_names, refuse_overwriting_inputs
+from tn_export.budget import number
 from tn_export.descriptor import CONTENT_LAYER
 from tn_export.errors import ArgumentParser, Terminated, UserError, cli_entry
-from tn_export.images import image_files, load_image
+from tn_export.images import image_files
 
+from .data import load_exemplar
 from .train import TrainConfig, TrainingError, train
+
+POSITIVE, WEIGHT = number(int, 1), number(float, 0)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -25,23 +30,25 @@ def _parser() -> argparse.ArgumentParser:
     d = TrainConfig.__dataclass_fields__
     for p in (texture, style):
         p.add_argument("-o", "--out", required=True, type=Path, help="run folder")
-        p.add_argument("--image-size", type=int, default=d["image_size"].default)
-        p.add_argument("--batch-size", type=int, default=d["batch_size"].default)
-        p.add_argument("--iterations", type=int, default=d["iterations"].default)
-        p.add_argument("--lr", type=float, default=d["lr"].default)
-        p.add_argument("--lr-decay", type=float, default=d["lr_decay"].default)
-        p.add_argument("--lr-step", type=int, default=d["lr_step"].default)
+        side, count = number(int, 1, budget.MAX_SIDE), number(int, 1, budget.count())
+        p.add_argument("--image-size", type=side, default=d["image_size"].default)
+        p.add_argument("--batch-size", type=count, default=d["batch_size"].default)
+        p.add_argument("--iterations", type=POSITIVE, default=d["iterations"].default)
+        p.add_argument("--lr", type=number(float, above=0), default=d["lr"].default)
+        decay = number(float, at_most=1, above=0)
+        p.add_argument("--lr-decay", type=decay, default=d["lr_decay"].default)
+        p.add_argument("--lr-step", type=POSITIVE, default=d["lr_step"].default)
         p.add_argument("--layers", help="comma-separated, e.g. relu1_1,relu2_1,relu3_1")
         p.add_argument("--content-layer", default=CONTENT_LAYER)
-        p.add_argument("--style-weight", type=float, default=d["style_weight"].default)
+        p.add_argument("--style-weight", type=WEIGHT, default=d["style_weight"].default)
         p.add_argument(
             "--relative-loss",
             action="store_true",
             help="divide each layer's Gram error by its target's mean square (default: absolute)",
         )
-        p.add_argument("--content-weight", type=float, default=d["content_weight"].default)
-        p.add_argument("--tv-weight", type=float, default=d["tv_weight"].default)
-        p.add_argument("--diversity-weight", type=float, default=d["diversity_weight"].default)
+        p.add_argument("--content-weight", type=WEIGHT, default=d["content_weight"].default)
+        p.add_argument("--tv-weight", type=WEIGHT, default=d["tv_weight"].default)
+        p.add_argument("--diversity-weight", type=WEIGHT, default=d["diversity_weight"].default)
         p.add_argument("--norm", choices=["batch", "instance"], default="batch")
         p.add_argument(
             "--padding",
@@ -58,11 +65,11 @@ def _parser() -> argparse.ArgumentParser:
                 help=f"bf16 autocasts the {part} (about 2x faster where bf16 is native); "
                 "auto: bf16 on CUDA GPUs and on CPUs with AVX512-BF16 or AMX, else fp32",
             )
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--seed", type=number(int, 0, budget.MAX_SEED), default=0)
         p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-        p.add_argument("--checkpoint-every", type=int, default=d["checkpoint_every"].default)
-        p.add_argument("--sample-every", type=int, default=d["sample_every"].default)
-        p.add_argument("--log-every", type=int, default=d["log_every"].default)
+        p.add_argument("--checkpoint-every", type=POSITIVE, default=d["checkpoint_every"].default)
+        p.add_argument("--sample-every", type=POSITIVE, default=d["sample_every"].default)
+        p.add_argument("--log-every", type=POSITIVE, default=d["log_every"].default)
         p.add_argument("--resume", action="store_true", help="continue from OUT/model.pt")
         p.add_argument(
             "--overwrite",
@@ -99,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     # What train() writes into the run folder; no input may be among it.
     written = [args.out / "model.pt", args.out / "log.jsonl", args.out / "samples"]
     refuse_overwriting_inputs(written, [exemplar, *image_files(content)])
-    load_image(exemplar)  # a bad exemplar fails here, before any model is built
+    load_exemplar(exemplar)  # a bad exemplar fails here, before any model is built
     cfg = TrainConfig(
         mode=args.mode,
         exemplar=exemplar,
@@ -132,9 +139,10 @@ def main(argv: list[str] | None = None) -> int:
         resume=args.resume,
     )
     _check_run_folder(args.out, args.resume, args.overwrite)
-    check_writable_dir(args.out)  # only once every argument is known good: no stray folders
+    check_outputs(written[:2], written[2:])  # once every argument is good: no stray folders
     try:
-        path = train(cfg)
+        with full_disk_names(args.out, "the checkpoints written so far are kept"):
+            path = train(cfg)
     except TrainingError as e:
         print(f"tn-train: failed: {e}", file=sys.stderr)
         return 1

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
+from tn_export.budget import DESCRIPTOR_BYTES_PER_PIXEL
 from tn_export.errors import UserError
 from tn_export.images import image_files, load_image, to_array
 
@@ -18,14 +19,15 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def load_tensor(path: Path) -> torch.Tensor:
-    """An image file as a (1, 3, H, W) float tensor in [0, 1]."""
-    return torch.from_numpy(to_array(load_image(path))).unsqueeze(0)
+def load_tensor(path: Path, per_pixel: int = 0, use: str = "") -> torch.Tensor:
+    """An image file as a (1, 3, H, W) float tensor in [0, 1] (`per_pixel`: see load_image)."""
+    return torch.from_numpy(to_array(load_image(path, per_pixel=per_pixel, use=use))).unsqueeze(0)
 
 
 def load_exemplar(path: Path) -> torch.Tensor:
-    """The texture or style image, at its own size (Gram statistics do not depend on size)."""
-    image = load_tensor(path)
+    """The texture or style image, at its own size (Gram statistics do not depend on size),
+    refused before it is decoded when describing it would not fit the memory budget."""
+    image = load_tensor(path, DESCRIPTOR_BYTES_PER_PIXEL, "described as the exemplar")
     if min(image.shape[-2:]) < MIN_EXEMPLAR:
         h, w = image.shape[-2:]
         raise UserError(

@@ -12,10 +12,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from tn_export import budget
 from tn_export.checkpoint import load_checkpoint, save_checkpoint
 from tn_export.descriptor import CONTENT_LAYER, STYLE_LAYERS, TEXTURE_LAYERS, load_descriptor
 from tn_export.errors import UserError
-from tn_export.generator import PyramidGenerator
+from tn_export.generator import GeneratorConfig, PyramidGenerator
 from tn_export.images import MAX_PIXELS, from_array, save_image
 from tn_export.losses import content_loss, diversity_loss, gram_matrix, texture_loss, tv_loss
 
@@ -80,6 +81,12 @@ class TrainConfig:
                 f"--batch-size {self.batch_size} x --image-size {self.image_size} squared is over "
                 f"the limit of {MAX_PIXELS} pixels per step; lower them"
             )
+        if self.device == "cpu":  # a GPU's memory is its own
+            g = GeneratorConfig(self.mode)
+            step = self.batch_size * self.image_size**2
+            per_pixel = budget.training_bytes_per_pixel(g.scales, g.channels, g.input_channels)
+            what = f"a training step of --batch-size {self.batch_size} x --image-size"
+            budget.check_memory(step * per_pixel, f"{what} {self.image_size}", "lower them")
         if self.image_size % 32:
             raise UserError(
                 f"--image-size {self.image_size} is not a multiple of 32; use e.g. 128, 256 or 512"
@@ -219,10 +226,13 @@ def _train(cfg: TrainConfig, ranks: Ranks) -> Path:
             )
             loss_value = sum(means.values())
             if not math.isfinite(loss_value):
-                raise TrainingError(
-                    f"loss became {loss_value} at iteration {it}; the last good checkpoint "
-                    f"{ckpt_path} is kept: lower --lr (now {cfg.lr}) and --resume"
-                )
+                lower = f"lower --lr (now {cfg.lr})"
+                # This run has a checkpoint if it resumed one or saved one before this iteration.
+                if cfg.resume or it > cfg.checkpoint_every:
+                    kept = f"the last good checkpoint {ckpt_path} is kept: {lower} and --resume"
+                else:
+                    kept = f"no checkpoint was written yet: {lower} and run again"
+                raise TrainingError(f"loss became {loss_value} at iteration {it}; {kept}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

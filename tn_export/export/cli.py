@@ -27,10 +27,10 @@ from pathlib import Path
 
 from .. import __version__
 from ..atomic import atomic_path, check_writable_dir, refuse_overwriting_inputs
+from ..budget import MAX_SIDE
 from ..checkpoint import Checkpoint, load_model
 from ..contract import ModelContract
 from ..errors import ArgumentParser, UserError, cli_entry
-from ..images import MAX_SIDE
 from .graph import Validation
 from .onnx import export_onnx
 from .ort import to_ort, usability_report

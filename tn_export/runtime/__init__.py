@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -23,9 +24,11 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
+from .. import budget
+from ..budget import MAX_PIXELS
 from ..contract import ModelContract
 from ..errors import UserError
-from ..images import MAX_PIXELS, from_array, to_array, to_rgb
+from ..images import from_array, to_array, to_rgb
 
 __all__ = ["DEFAULT_OVERLAP", "DEFAULT_TILE_PIXELS", "MIN_SIDE", "Model", "load"]
 
@@ -43,8 +46,9 @@ def _session_options(threads: int | None, low_memory: bool) -> ort.SessionOption
     options.enable_mem_pattern = not low_memory
     options.log_severity_level = 4  # failures reach the user as our one-line errors instead
     if threads is not None:
-        if threads < 1:
-            raise UserError(f"--threads must be at least 1, not {threads}")
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise UserError(f"threads must be a whole number of at least 1, not {threads!r}")
+        budget.check_count(threads, "threads", budget.threads())
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
     return options
@@ -125,10 +129,17 @@ class Model:
         self.contract = contract
         self.source = source
         m = contract.size_multiple
+        if isinstance(tile_pixels, bool) or not isinstance(tile_pixels, int | np.integer):
+            raise UserError(f"tile budget must be a whole number of pixels, not {tile_pixels!r}")
         if tile_pixels < contract.min_size**2:
             raise UserError(
                 f"tile budget {tile_pixels} pixels is below one {contract.min_size}x"
                 f"{contract.min_size} tile, the smallest this model runs; raise --tile-pixels"
+            )
+        if tile_pixels > MAX_PIXELS:
+            raise UserError(
+                f"tile budget {tile_pixels} pixels is over the limit of {MAX_PIXELS}; "
+                "lower --tile-pixels"
             )
         self.tile_pixels = tile_pixels
         self.overlap = _round_up(max(overlap, 0), m)
@@ -178,13 +189,23 @@ class Model:
                 f"{MAX_PIXELS}; ask for a smaller size"
             )
 
+    def _check_memory(self, pixels: int, extra: int, what: str, fix: str) -> None:
+        """A run of `pixels` (as the model runs them) plus `extra` bytes must fit the budget."""
+        cost = pixels * self.contract.bytes_per_pixel + extra
+        budget.check_memory(cost, f"{self.source} {what}", fix)
+
     def synthesize(
         self, width: int, height: int, seed: int | None = None, count: int = 1
     ) -> list[Image.Image]:
         """`count` textures of exactly width x height; the same seed gives the same textures."""
         if isinstance(count, bool) or not isinstance(count, int | np.integer) or count < 1:
             raise UserError(f"count must be a positive whole number, not {count!r}")
-        return list(itertools.islice(self.textures(width, height, seed), count))
+        budget.check_count(count, "count")
+        textures = self.textures(width, height, seed)
+        # Each texture kept is a Pillow RGB image: 4 bytes per pixel.
+        kept = f"{count} textures of {width}x{height}"
+        budget.check_memory(4 * width * height * count, kept, "ask for fewer at a time")
+        return list(itertools.islice(textures, count))
 
     def textures(self, width: int, height: int, seed: int | None = None) -> Iterator[Image.Image]:
         """Endless textures of exactly width x height, made one at a time as they are taken.
@@ -198,6 +219,8 @@ class Model:
             isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0
         ):
             raise UserError(f"seed must be a whole number >= 0, not {seed!r}")
+        padded = self.padded(width) * self.padded(height)
+        self._check_memory(padded, 0, f"at {width}x{height}", "ask for a smaller size")
         return self._textures(width, height, np.random.default_rng(seed))
 
     def _textures(self, width: int, height: int, rng: np.random.Generator) -> Iterator[Image.Image]:
@@ -221,6 +244,10 @@ class Model:
         m = self.contract.size_multiple
         overlap_h = min(self.overlap, tile_h // 2 // m * m)
         overlap_w = min(self.overlap, tile_w // 2 // m * m)
+        # The bound of this module's docstring: one tile's run, the images and one band.
+        images = 8 * width * height + 16 * tile_h * width
+        where = f"on a {width}x{height} image in {tile_w}x{tile_h} tiles"
+        self._check_memory(tile_h * tile_w, images, where, "lower --tile-pixels or downscale it")
         ys = _tile_starts(self.padded(height), tile_h, overlap_h, m)
         xs = _tile_starts(self.padded(width), tile_w, overlap_w, m)
         wy = _blend_weights(ys, tile_h, overlap_h, height)
@@ -287,22 +314,43 @@ def _check_graph(session: ort.InferenceSession, contract: ModelContract, source:
             f"{source} uses layout {c.layout} / {c.channel_order}; this runtime reads NCHW RGB "
             "models: re-export it with tn-export"
         )
-    # One size that is a multiple of size_multiple but not of min_size: a graph that truly needs
+    # A height that is a multiple of size_multiple but not of min_size: a graph that truly needs
     # a coarser multiple than its metadata claims fails here, not in the middle of a user's run.
-    side = min(c.min_size + c.size_multiple, c.max_size)
-    probe = np.zeros((1, c.input_channels, side, side), np.float32)
+    # The width differs where the bounds allow, so that an output transposed shows.
+    h, w = min(c.min_size + c.size_multiple, c.max_size), c.min_size
+    budget.check_memory(h * w * c.bytes_per_pixel, f"{source}'s check at {h}x{w}", "re-export it")
+    probe = np.zeros((1, c.input_channels, h, w), np.float32)
+    limit = budget.probe_seconds()
+    options = ort.RunOptions()
+    options.log_severity_level = 4
+    # The terminate flag stops a run between kernels (a Loop checks it every iteration).
+    timer = threading.Timer(limit.value, setattr, (options, "terminate", True))
+    timer.start()
     try:
-        result = session.run([c.output_name], {c.input_name: probe})[0]
+        result = session.run([c.output_name], {c.input_name: probe}, options)[0]
     except Exception as e:  # noqa: BLE001 - any failure here means the file is not what it claims
+        if options.terminate:
+            raise UserError(
+                f"{source} did not finish one run at {h}x{w} within {limit.value:g} s "
+                f"({limit.source}; set {limit.env} to change it): its graph may loop without "
+                "end; re-export it with tn-export"
+            ) from e
         raise UserError(
-            f"{source} fails at {side}x{side} although its metadata allows multiples of "
+            f"{source} fails at {h}x{w} although its metadata allows multiples of "
             f"{c.size_multiple} from {c.min_size} to {c.max_size}, so its metadata is wrong "
             f"({_first_line(e)}); re-export it with tn-export"
         ) from e
-    if result.shape != (1, 3, side, side):
+    finally:
+        timer.cancel()
+    if result.shape != (1, 3, h, w):
         raise UserError(
-            f"{source} returns shape {result.shape} for a {side}x{side} input, not (1, 3, {side}, "
-            f"{side}); re-export it with tn-export"
+            f"{source} returns shape {result.shape} for a {h}x{w} input (height x width), not "
+            f"(1, 3, {h}, {w}): its output does not follow its input; re-export it with tn-export"
+        )
+    if not np.isfinite(result).all():
+        raise UserError(
+            f"{source} returns NaN or infinite values; its weights are broken: re-export it "
+            "from a checkpoint that trained well"
         )
 
 
@@ -327,6 +375,7 @@ def load(
         raise UserError(f"model {path} {what}; pass an .onnx file exported by tn-export")
     if path.stat().st_size == 0:
         raise UserError(f"model {path} is empty (0 bytes); export it again with tn-export")
+    budget.check_memory(path.stat().st_size, f"model {path}", "pass a model exported by tn-export")
     options = _session_options(threads, low_memory)
     try:
         session = ort.InferenceSession(os.fspath(path), options, providers=_providers(providers))

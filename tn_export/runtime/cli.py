@@ -11,7 +11,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..atomic import check_writable_dir, file_key, refuse_overwriting_inputs
+from .. import budget
+from ..atomic import check_outputs, file_key, refuse_overwriting_inputs
+from ..budget import number
 from ..errors import ArgumentParser, UserError, cli_entry
 from ..images import SAVE_FORMATS, image_files, load_image, save_image
 from . import DEFAULT_TILE_PIXELS, Model, load
@@ -36,7 +38,11 @@ def _parser() -> argparse.ArgumentParser:
         help="onnxruntime execution providers in order, comma-separated "
         "(default: every local one available, e.g. CPUExecutionProvider)",
     )
-    common.add_argument("--threads", type=int, help="intra-op threads (default: onnxruntime's)")
+    common.add_argument(
+        "--threads",
+        type=number(int, 1, budget.threads()),
+        help="intra-op threads (default: onnxruntime's)",
+    )
     common.add_argument("--debug", action="store_true", help="show tracebacks")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -44,8 +50,17 @@ def _parser() -> argparse.ArgumentParser:
         "synthesize", parents=[common], help="texture models: noise -> texture of any size"
     )
     synth.add_argument("--size", type=_size, required=True, help="WIDTHxHEIGHT, e.g. 1000x744")
-    synth.add_argument("--seed", type=int, help="same seed, same texture (default: random)")
-    synth.add_argument("--count", type=int, default=1, help="number of textures (default 1)")
+    synth.add_argument(
+        "--seed",
+        type=number(int, 0, budget.MAX_SEED),
+        help="same seed, same texture (default: random)",
+    )
+    synth.add_argument(
+        "--count",
+        type=number(int, 1, budget.count()),
+        default=1,
+        help="number of textures (default 1)",
+    )
     synth.add_argument(
         "-o",
         "--output",
@@ -67,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     style.add_argument(
         "--tile-pixels",
-        type=int,
+        type=number(int, 1, budget.MAX_PIXELS),
         default=DEFAULT_TILE_PIXELS,
         help="largest tile run at once; bigger images are tiled to bound memory "
         f"(default {DEFAULT_TILE_PIXELS})",
@@ -92,7 +107,7 @@ def _synthesize(model: Model, args: argparse.Namespace) -> None:
             for i in range(1, args.count + 1)
         ]
     refuse_overwriting_inputs(outputs, [args.model])
-    check_writable_dir(args.output.parent)
+    check_outputs(outputs)
     start = time.perf_counter()
     # One texture at a time: memory stays that of one sample whatever --count is.
     for path, image in zip(outputs, model.textures(width, height, seed=seed), strict=False):
@@ -130,7 +145,7 @@ def _stylize_targets(inputs: list[Path], output: Path) -> list[tuple[Path, Path]
 def _stylize(model: Model, args: argparse.Namespace) -> None:
     pairs = _stylize_targets(args.inputs, args.output)
     refuse_overwriting_inputs([t for _, t in pairs], [args.model, *(s for s, _ in pairs)])
-    check_writable_dir(pairs[0][1].parent)
+    check_outputs(t for _, t in pairs)
     start = time.perf_counter()
     failed = 0
     for source, target in tqdm(pairs, unit="image", disable=len(pairs) < 2, file=sys.stderr):
@@ -152,8 +167,6 @@ def _stylize(model: Model, args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     """tn-run synthesize MODEL --size WxH -o OUT | tn-run stylize MODEL INPUT... -o OUT."""
     args = _parser().parse_args(argv)
-    if args.command == "synthesize" and args.count < 1:
-        raise UserError(f"--count must be at least 1, not {args.count}")
     tile_pixels = getattr(args, "tile_pixels", DEFAULT_TILE_PIXELS)
     model = load(
         args.model, providers=args.providers, threads=args.threads, tile_pixels=tile_pixels
