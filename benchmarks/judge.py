@@ -15,7 +15,7 @@ from tn_export.atomic import atomic_path
 from tn_export.checkpoint import load_model
 from tn_export.descriptor import CONTENT_LAYER, STYLE_LAYERS, TEXTURE_LAYERS, load_descriptor
 from tn_export.errors import UserError
-from tn_export.export.graph import Deployable
+from tn_export.export.graph import Deployable, delivered
 from tn_export.images import from_array, load_image, save_image, to_array
 
 from . import quality
@@ -73,7 +73,7 @@ class Sampler:
         m = self.generator.config.size_multiple
         ph, pw = -h % m, -w % m  # pad by reflection to the size the model runs, then crop back
         padded = torch.nn.functional.pad(x, (0, pw, 0, ph), mode="reflect")
-        return quality.delivered(self.model(padded))[0, :, :h, :w]
+        return delivered(self.model(padded))[0, :, :h, :w]
 
 
 def _image(path: Path) -> torch.Tensor:

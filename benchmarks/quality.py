@@ -14,16 +14,11 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from tn_export.descriptor import VGGDescriptor
-from tn_export.export.graph import Deployable
+from tn_export.export.graph import Deployable, delivered
 from tn_export.generator import PyramidGenerator
 from tn_export.losses import content_loss, gram_matrix
 
 Grams = dict[str, torch.Tensor]
-
-
-def delivered(images: torch.Tensor) -> torch.Tensor:
-    """What a user receives: clamped to [0, 1] and rounded to 8 bits, as every runtime saves it."""
-    return (images.clamp(0, 1) * 255).round() / 255
 
 
 @torch.no_grad()

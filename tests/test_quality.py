@@ -18,6 +18,7 @@ from benchmarks.judge import TILE, QualityConfig, quality_table, run_quality
 from tn_export.checkpoint import save_checkpoint
 from tn_export.contract import ModelContract
 from tn_export.descriptor import TEXTURE_LAYERS, load_descriptor
+from tn_export.export.graph import delivered
 from tn_export.generator import PyramidGenerator
 from tn_export.images import from_array, save_image, to_array
 
@@ -71,7 +72,7 @@ def test_the_exemplar_scores_zero_against_itself_and_more_against_others():
 
 def test_delivered_images_are_clamped_and_8_bit():
     x = torch.tensor([-0.5, 0.1234, 0.5, 1.7])
-    out = quality.delivered(x)
+    out = delivered(x)
     assert out.min() >= 0 and out.max() <= 1
     assert torch.equal(out * 255, (out * 255).round())
 
@@ -152,7 +153,7 @@ def test_released_bricks_model_beats_noise_and_red_peppers(shared_dir, vgg16_wei
     noise = torch.rand(2, 3, 256, 256, generator=torch.Generator().manual_seed(0))
     d = load_descriptor("vgg16", TEXTURE_LAYERS, vgg16_weights)
     exemplar = torch.from_numpy(to_array(Image.open(shared_dir / "data/textures/bricks.png")))
-    as_noise = quality.texture_quality(d, TEXTURE_LAYERS, quality.delivered(noise), exemplar[None])
+    as_noise = quality.texture_quality(d, TEXTURE_LAYERS, delivered(noise), exemplar[None])
     assert result["gram_distance"]["mean"] * 20 < as_noise["gram_distance"]["mean"]
     assert result["against"]["red-peppers.jpg"] > 20 * result["gram_distance"]["mean"]
 

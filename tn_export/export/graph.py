@@ -25,6 +25,11 @@ class Deployable(nn.Module):
         return self.generator(x).clamp(0.0, 1.0)
 
 
+def delivered(images: torch.Tensor) -> torch.Tensor:
+    """What a user receives: clamped to [0, 1] and rounded to 8 bits, as every runtime saves it."""
+    return (images.clamp(0, 1) * 255).round() / 255
+
+
 def example_input(contract: ModelContract, height: int, width: int, seed: int = 0) -> torch.Tensor:
     """A valid input at the given size: noise for texture models, a smooth image for style."""
     g = torch.Generator().manual_seed(seed)
