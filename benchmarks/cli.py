@@ -5,6 +5,7 @@ tn-bench [--model CHECKPOINT] [--sizes 256,512,1024,768x512] [--backends torch,o
          [--gatys-seeds N] [--gatys-iterations N] [--runs N] [--threads N] [--quick] -o DIR
 tn-bench report DIR/results.json [-o DIR] [--notes FILE]
 tn-bench train-speed [--image-size 256] [--batch-size 4] [--iterations 4] [--rounds 3] -o DIR
+tn-bench training-curve RUN [RUN ...] [--reference NAME=DISTANCE ...] -o FILE.png
 tn-bench quality MODEL --exemplar IMG [--against IMG ...] [--size 256] [--samples 8] -o DIR
 """
 
@@ -236,6 +237,24 @@ def quality_parser() -> argparse.ArgumentParser:
     return p
 
 
+def curve_parser() -> argparse.ArgumentParser:
+    p = ArgumentParser(
+        prog="tn-bench training-curve",
+        description="Plot the Gram distance that tn-train logs (eval_distance) against training "
+        "time for one or more runs.",
+    )
+    p.add_argument("runs", type=Path, nargs="+", help="tn-train run folders (with log.jsonl)")
+    p.add_argument(
+        "--reference",
+        action="append",
+        default=[],
+        help="NAME=DISTANCE: a horizontal line, e.g. released=14569 (repeatable)",
+    )
+    p.add_argument("-o", "--out", type=Path, required=True, help="the PNG to write")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
 def read_notes(path: Path | None) -> str | None:
     if path is None:
         return None
@@ -362,6 +381,8 @@ def main(argv: list[str] | None = None) -> int:
         return train_speed_main(argv[1:])
     if argv[:1] == ["quality"]:
         return quality_main(argv[1:])
+    if argv[:1] == ["training-curve"]:
+        return curve_main(argv[1:])
     args = bench_parser().parse_args(argv)
     # Heavy imports (torch) only after the arguments parsed, so --help and typos answer at once.
     from .report import render, write_results
@@ -455,4 +476,28 @@ def quality_main(argv: list[str]) -> int:
         seed=args.seed,
     )  # fmt: skip
     print(quality_table(run_quality(cfg)))
+    return 0
+
+
+def curve_main(argv: list[str]) -> int:
+    args = curve_parser().parse_args(argv)
+    from .plots import training_curves
+
+    logs = {}
+    for run in args.runs:
+        if not (run / "log.jsonl").is_file():
+            raise UserError(f"{run} has no log.jsonl; pass tn-train run folders")
+        logs[run.name] = run / "log.jsonl"
+    references = {}
+    for item in args.reference:
+        name, _, value = item.partition("=")
+        try:
+            references[name] = float(value)
+        except ValueError:
+            raise UserError(f"--reference {item!r} is not NAME=DISTANCE") from None
+    if args.out.suffix.lower() != ".png":
+        raise UserError(f"-o {args.out}: the curve is a PNG; name it e.g. curve.png")
+    with atomic_path(args.out) as tmp:
+        tmp.write_bytes(training_curves(logs, references))
+    print(args.out)
     return 0

@@ -150,3 +150,27 @@ def image_strip(results: dict, base: Path) -> bytes | None:
         ax.set_title(label, fontsize=9)
         ax.axis("off")
     return _png(fig, dpi=80)  # photographs compress poorly: keep the committed report small
+
+
+def training_curves(runs: dict[str, Path], references: dict[str, float]) -> bytes:
+    """Gram distance of each run's delivered samples (log.jsonl's eval_distance) against
+    training time, with horizontal lines at reference models' distances."""
+    import json
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for label, log in runs.items():
+        rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        points = [(r["seconds"] / 60, r["eval_distance"]) for r in rows if "eval_distance" in r]
+        if points:
+            ax.plot(*zip(*points, strict=True), marker="o", ms=3, label=label)
+    for label, value in references.items():
+        ax.axhline(value, ls="--", lw=1, color="grey")
+        ax.annotate(
+            label, (0, value), xycoords=("axes fraction", "data"), textcoords="offset points",
+            xytext=(4, 3), fontsize=8,
+        )  # fmt: skip
+    ax.set(yscale="log", xlabel="training time, minutes", ylabel="Gram distance (VGG-16)")
+    ax.set_title("Quality of the delivered samples while training")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    return _png(fig)

@@ -133,6 +133,20 @@ def test_cli_refuses_a_bad_size_in_one_line(tmp_path, images, capsys):
     assert err.count("\n") == 1 and "--size" in err and not (tmp_path / "q").exists()
 
 
+def test_training_curve_plots_the_logged_distances(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [{"iteration": i, "loss": 1.0, "seconds": 60.0 * i, "eval_distance": 1e5 / i}
+            for i in (1, 2, 3)]  # fmt: skip
+    (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "curve.png"
+    assert bench_main(["training-curve", str(run), "--reference", "paper=2e4", "-o", str(out)]) == 0
+    with Image.open(out) as image:
+        assert image.width > 300
+    assert bench_main(["training-curve", str(tmp_path), "-o", str(out)]) == 2
+    assert "no log.jsonl" in capsys.readouterr().err
+
+
 # --- with the real VGG-16 -----------------------------------------------------------------------
 
 
