@@ -15,6 +15,7 @@ from tn_export.checkpoint import DEFAULT_MODEL, bundled_model, load_checkpoint
 from tn_export.descriptor import STYLE_LAYERS, TEXTURE_LAYERS, load_descriptor
 from tn_export.losses import gram_matrix, texture_loss
 from training.cli import main
+from training.train import PAPER, TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -197,3 +198,20 @@ def test_bundled_style_model_moves_a_photo_towards_starry_night_and_keeps_its_la
     # The layout survives: the stylized luminance still follows the photo's.
     luminance = [t.mean(dim=1).flatten() for t in (photo, styled)]
     assert torch.corrcoef(torch.stack(luminance))[0, 1] > 0.3
+
+
+def test_the_recipe_is_the_default_and_paper_is_upstreams_v1(tmp_path):
+    from training.cli import _parser, _schedule
+
+    def schedule(*extra: str) -> dict:
+        args = _parser().parse_args(["texture", "--texture", "t.png", "-o", "r", *extra])
+        return _schedule(args)
+
+    recipe = schedule()
+    assert recipe == {"batch_size": 2, "iterations": 2400, "lr": 0.05, "lr_decay": 0.8,
+                      "lr_step": 400}  # fmt: skip
+    assert schedule("--preset", "paper") == PAPER
+    assert schedule("--preset", "paper", "--lr", "0.02")["lr"] == 0.02  # options given win
+    texture = TrainConfig(mode="texture", exemplar=tmp_path, out=tmp_path)
+    style = TrainConfig(mode="style", exemplar=tmp_path, out=tmp_path)
+    assert texture.relative_loss is False and style.relative_loss is True

@@ -14,7 +14,7 @@ from tn_export.errors import ArgumentParser, Terminated, UserError, cli_entry
 from tn_export.images import image_files
 
 from .data import load_exemplar
-from .train import TrainConfig, TrainingError, train
+from .train import PAPER, TrainConfig, TrainingError, train
 
 POSITIVE, WEIGHT = number(int, 1), number(float, 0)
 
@@ -32,19 +32,34 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("-o", "--out", required=True, type=Path, help="run folder")
         side, count = number(int, 1, budget.MAX_SIDE), number(int, 1, budget.count())
         p.add_argument("--image-size", type=side, default=d["image_size"].default)
-        p.add_argument("--batch-size", type=count, default=d["batch_size"].default)
-        p.add_argument("--iterations", type=POSITIVE, default=d["iterations"].default)
-        p.add_argument("--lr", type=number(float, above=0), default=d["lr"].default)
-        decay = number(float, at_most=1, above=0)
-        p.add_argument("--lr-decay", type=decay, default=d["lr_decay"].default)
-        p.add_argument("--lr-step", type=POSITIVE, default=d["lr_step"].default)
+        p.add_argument(
+            "--preset",
+            choices=["recipe", "paper"],
+            default="recipe",
+            help="recipe: this project's (docs/training.md); paper: upstream texture_nets v1 "
+            "(batch 16, 1500 iterations, lr 0.1 x0.8 every 300); options given win",
+        )
+        for flag, kind in (
+            ("batch_size", count),
+            ("iterations", POSITIVE),
+            ("lr", number(float, above=0)),
+            ("lr_decay", number(float, at_most=1, above=0)),
+            ("lr_step", POSITIVE),
+        ):
+            default, paper = d[flag].default, PAPER[flag]
+            p.add_argument(
+                f"--{flag.replace('_', '-')}",
+                type=kind,
+                help=f"default {default}; {paper} with --preset paper",
+            )
         p.add_argument("--layers", help="comma-separated, e.g. relu1_1,relu2_1,relu3_1")
         p.add_argument("--content-layer", default=CONTENT_LAYER)
         p.add_argument("--style-weight", type=WEIGHT, default=d["style_weight"].default)
         p.add_argument(
-            "--relative-loss",
-            action="store_true",
-            help="divide each layer's Gram error by its target's mean square (default: absolute)",
+            "--gram-loss",
+            choices=["absolute", "relative"],
+            help="relative divides each layer's Gram error by its target's mean square "
+            "(default: absolute for texture, relative for style)",
         )
         p.add_argument("--content-weight", type=WEIGHT, default=d["content_weight"].default)
         p.add_argument("--tv-weight", type=WEIGHT, default=d["tv_weight"].default)
@@ -80,6 +95,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _schedule(args: argparse.Namespace) -> dict:
+    """Batch size, iterations and learning-rate schedule: given options, else the preset's."""
+    preset = PAPER if args.preset == "paper" else {}
+    given = {k: getattr(args, k) for k in PAPER if getattr(args, k) is not None}
+    return {k: TrainConfig.__dataclass_fields__[k].default for k in PAPER} | preset | given
+
+
 def _check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
     """A new run goes into a new or empty folder, so that it never replaces another run's
     model.pt or mixes its log with it: anything else needs --resume or --overwrite."""
@@ -113,16 +135,12 @@ def main(argv: list[str] | None = None) -> int:
         out=args.out,
         content=content,
         image_size=args.image_size,
-        batch_size=args.batch_size,
-        iterations=args.iterations,
-        lr=args.lr,
-        lr_decay=args.lr_decay,
-        lr_step=args.lr_step,
+        **_schedule(args),
         layers=tuple(args.layers.split(",")) if args.layers else None,
         content_layer=args.content_layer,
         style_weight=args.style_weight,
         content_weight=args.content_weight,
-        relative_loss=args.relative_loss,
+        relative_loss=None if args.gram_loss is None else args.gram_loss == "relative",
         tv_weight=args.tv_weight,
         diversity_weight=args.diversity_weight,
         norm=args.norm,

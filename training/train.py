@@ -29,24 +29,32 @@ class TrainingError(RuntimeError):
     """The run failed while working (e.g. the loss diverged); the last good checkpoint stays."""
 
 
+# Upstream texture_nets v1 (texture_train.lua): Adam, lr 0.1 x0.8 every 300 iterations, batch 16,
+# 1500 iterations, the absolute Gram loss.
+PAPER = {"batch_size": 16, "iterations": 1500, "lr": 0.1, "lr_decay": 0.8, "lr_step": 300}
+
+
 @dataclass
 class TrainConfig:
-    """One tn-train run. Defaults are upstream texture_nets v1's (Adam, lr 0.1, x0.8 / 300 it)."""
+    """One tn-train run. Defaults are this project's recipe (docs/training.md); PAPER holds
+    upstream texture_nets v1's settings (`tn-train --preset paper`)."""
 
     mode: str  # "texture" | "style"
     exemplar: Path  # the texture (texture mode) or style image (style mode)
     out: Path
     content: list[str] = field(default_factory=list)
     image_size: int = 256
-    batch_size: int = 16
-    iterations: int = 1500
-    lr: float = 0.1
+    batch_size: int = 2
+    iterations: int = 2400
+    lr: float = 0.05
     lr_decay: float = 0.8
-    lr_step: int = 300
+    lr_step: int = 400
     layers: tuple[str, ...] | None = None  # None: TEXTURE_LAYERS or STYLE_LAYERS by mode
     content_layer: str = CONTENT_LAYER
     style_weight: float = 1.0
-    relative_loss: bool = False  # divide each layer's Gram error by its target's mean square
+    # Divide each layer's Gram error by its target's mean square. None: absolute for textures
+    # (upstream's loss, the yardstick); relative for style, whose weights were tuned with it.
+    relative_loss: bool | None = None
     content_weight: float = 1.0
     tv_weight: float = 0.0
     diversity_weight: float = 0.0
@@ -64,6 +72,8 @@ class TrainConfig:
     resume: bool = False
 
     def __post_init__(self) -> None:
+        if self.relative_loss is None:
+            self.relative_loss = self.mode == "style"
         if self.layers is None:
             self.layers = TEXTURE_LAYERS if self.mode == "texture" else STYLE_LAYERS
         for name in (
