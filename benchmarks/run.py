@@ -12,6 +12,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +20,7 @@ import torch
 from tqdm import tqdm
 
 from tn_export import __version__
-from tn_export.checkpoint import Checkpoint, load_checkpoint
-from tn_export.contract import ModelContract
+from tn_export.checkpoint import load_checkpoint
 from tn_export.descriptor import TEXTURE_LAYERS, load_descriptor
 from tn_export.export.graph import Deployable
 from tn_export.images import load_image, save_image, to_array
@@ -83,22 +83,6 @@ class Plan:
                 bar.update()
 
 
-def contract_for(checkpoint: Checkpoint, sizes: list[tuple[int, int]]) -> ModelContract:
-    """The export contract: any size from two size multiples up to the largest one benchmarked."""
-    config, m = checkpoint.config, checkpoint.config.size_multiple
-    largest = max(max(s) for s in sizes)
-    return ModelContract(
-        mode=config.mode,
-        noise_depth=config.noise_depth,
-        size_multiple=m,
-        min_size=2 * m,
-        max_size=max(2048 // m, math.ceil(largest / m)) * m,
-        padding=config.padding,
-        norm=config.norm,
-        tool_version=__version__,
-    )
-
-
 def latency_stats(times_s: list[float]) -> dict:
     ms = np.asarray(times_s) * 1e3
     return {
@@ -136,7 +120,9 @@ class Benchmark:
         self.cfg, self.work = cfg, work
         self.checkpoint = load_checkpoint(cfg.model)
         self.config = self.checkpoint.config
-        self.contract = contract_for(self.checkpoint, cfg.sizes)
+        # What the exports accept: any size from two size multiples up to the largest benchmarked.
+        m, largest = self.config.size_multiple, max(max(s) for s in cfg.sizes)
+        self.export_sizes = (2 * m, max(2048 // m, math.ceil(largest / m)) * m)
         self.peer = peers.johnson() if cfg.peer else None
         meta = self.checkpoint.metadata
         self.layers = list(meta.get("layers") or TEXTURE_LAYERS)
@@ -182,45 +168,53 @@ class Benchmark:
     # --- steps -----------------------------------------------------------------------------
 
     def export(self) -> None:
-        """The files the backends need: the pyramid's ONNX fp32 (always: apps run it, and the
-        quality samples come from it), fp16 / int8 converted from it, a Core ML package where
-        Core ML can run; the peer's weights and ONNX fp32. A failure skips what needs that file."""
-        from tn_export.export.onnx import export_onnx
+        """The files the backends need, exported by tn_export.export: the pyramid's ONNX fp32
+        (always: apps run it, and the quality samples come from it) with the fp16 / int8 chosen,
+        converted from it, a Core ML package where Core ML can run; the peer's weights and ONNX
+        fp32. Not validated: every cell's output is compared with PyTorch's instead (and int8
+        misses its tolerance on trained models, yet is measured). A failure skips what needs
+        those files."""
+        from tn_export.export import export
+
+        def exported(network, formats, **options) -> list[Path]:
+            results = export(network, formats, self.work, validate=False, **options)
+            return [r.path for r in results]
 
         wanted = {BACKENDS[b].model_key for b in self.cfg.backends} | {"onnx-fp32"}
-        fp32 = self.work / "model.onnx"
-        builders = {
-            "onnx-fp32": lambda dst: export_onnx(self.checkpoint.generator, dst, self.contract),
-            "onnx-fp16": lambda dst: _precision().to_fp16(fp32, dst),
-            "onnx-int8": lambda dst: _precision().to_int8(fp32, dst, self.contract),
-            "coreml": lambda dst: _coreml_export(self.checkpoint.generator, dst, self.contract),
-        }
-        if sys.platform != "darwin":
-            wanted.discard("coreml")
-        files = {"onnx-fp32": fp32, "coreml": self.work / "model.mlpackage"}
-        for key in [k for k in builders if k in wanted]:  # fp32 first: the others derive from it
-            dst = files.get(key, self.work / f"model.{key.removeprefix('onnx-')}.onnx")
-            if key.startswith("onnx") and (PYRAMID, "onnx-fp32") in self.model_errors:
-                self.model_errors[PYRAMID, key] = "the fp32 ONNX export it derives from failed"
-                continue
-            self._build(PYRAMID, key, dst, builders[key])
+        onnx = [k for k in ("onnx-fp32", "onnx-fp16", "onnx-int8") if k in wanted]
+        pyramid = partial(
+            exported, self.checkpoint.generator, sizes=self.export_sizes, name="model"
+        )
+        self._build(
+            PYRAMID, onnx, partial(pyramid, [("onnx", k.removeprefix("onnx-")) for k in onnx])
+        )
+        if "coreml" in wanted and sys.platform == "darwin":
+            self._build(PYRAMID, ["coreml"], partial(pyramid, ["coreml"]))
         peer_keys = {BACKENDS[b].model_key for b in peer_backends(self.cfg)}
-        max_size = self.contract.max_size
-        peer_builders = {
-            "checkpoint": lambda dst: peers.save(self.peer, dst),
-            "onnx-fp32": lambda dst: export_onnx(self.peer, dst, peers.contract(max_size)),
-        }
-        for key in [k for k in peer_builders if k in peer_keys]:
-            suffix = ".pt" if key == "checkpoint" else ".onnx"
-            self._build(JOHNSON, key, self.work / f"johnson{suffix}", peer_builders[key])
+        if "checkpoint" in peer_keys:
+            self._build(JOHNSON, ["checkpoint"], self._save_peer)
+        if "onnx-fp32" in peer_keys:
+            contract = peers.contract(self.export_sizes[1])
+            self._build(
+                JOHNSON, ["onnx-fp32"], partial(exported, self.peer, ["onnx"], contract=contract)
+            )
 
-    def _build(self, network: str, key: str, dst: Path, builder: Callable[[Path], None]) -> None:
+    def _save_peer(self) -> list[Path]:
+        path = self.work / "johnson.pt"
+        peers.save(self.peer, path)
+        return [path]
+
+    def _build(self, network: str, keys: list[str], make: Callable[[], list[Path]]) -> None:
+        """Run `make`, which writes the files of `keys` and returns their paths in that order.
+        A failure skips those keys' backends only."""
         try:
-            builder(dst)
-            self.models[network, key] = str(dst)
-        except Exception as e:  # noqa: BLE001 - a failed export skips that backend only
+            paths = make()
+        except Exception as e:  # noqa: BLE001 - a failed export skips those backends only
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            self.model_errors[network, key] = f"export failed: {type(e).__name__}: {first}"
+            for key in keys:
+                self.model_errors[network, key] = f"export failed: {type(e).__name__}: {first}"
+            return
+        self.models.update({(network, k): str(p) for k, p in zip(keys, paths, strict=True)})
 
     def peak(self) -> None:
         target = "benchmarks.flops:matmul_peak"
@@ -478,18 +472,6 @@ class Benchmark:
     @property
     def texture_path(self) -> Path:
         return self.cfg.texture  # resolved (and checked) by the CLI before the plan starts
-
-
-def _precision():
-    from tn_export.export import precision
-
-    return precision
-
-
-def _coreml_export(generator, path: Path, contract: ModelContract) -> None:
-    from tn_export.export.coreml import export_coreml
-
-    export_coreml(generator, path, contract)
 
 
 def _config_record(cfg: BenchConfig) -> dict:

@@ -13,13 +13,16 @@ from pathlib import Path
 import onnx
 import pytest
 import torch
-from conftest import onnx_copier
+from conftest import REPO, onnx_copier
 
+import tn_export
 from tn_export import checkpoint
 from tn_export.checkpoint import bundled_model, load_model, save_checkpoint
 from tn_export.errors import UserError
-from tn_export.export import cli, coreml, graph
-from tn_export.export.graph import Validation
+from tn_export.export import cli, coreml, pipeline, reference, validate
+from tn_export.export import onnx as onnx_format
+from tn_export.export.formats import FORMATS
+from tn_export.export.reference import Validation
 from tn_export.export.validate import session
 from tn_export.generator import PyramidGenerator
 
@@ -87,11 +90,12 @@ def test_format_all_writes_every_artifact_and_its_record(everything, small_check
         "iterations": 7,
         "loss": 1.5,
     }
+    assert [a["format"] for a in record["artifacts"]] == list(FORMATS)  # all: every format
     arts = {a["format"]: a for a in record["artifacts"]}
     assert [arts[f]["precision"] for f in ("onnx", "ort", "coreml")] == ["fp32", "fp32", "fp16"]
     for a in arts.values():
         assert a["installed"] and a["validation"]["ok"] is True
-        assert a["bytes"] == cli.disk_size(Path(a["path"])) > 0
+        assert a["bytes"] == pipeline.disk_size(Path(a["path"])) > 0
     assert arts["ort"]["side_files"] == [str(out / "bricks.usability.txt")]
     assert arts["onnx"]["io"]["noise"][0] == "1"  # --batch 1
     assert session(out / "bricks.ort").get_inputs()[0].shape[0] == 1
@@ -210,7 +214,7 @@ def copied_onnx(everything, monkeypatch):
     the same checkpoint, carrying the contract this run asks for. Everything after it is real."""
     _, out = everything
     source = out / "bricks.onnx"
-    monkeypatch.setattr(cli, "export_onnx", onnx_copier(source))
+    monkeypatch.setattr(onnx_format, "export_onnx", onnx_copier(source))
     return source
 
 
@@ -231,7 +235,7 @@ def test_a_validation_failure_exits_1_and_leaves_nothing_behind(
     out = tmp_path / "out"
     out.mkdir()
     (out / "bricks.onnx").write_bytes(b"an earlier good export")
-    monkeypatch.setitem(graph.MAX_ABS_ERROR, "fp32", 0.0)  # no real model can meet it
+    monkeypatch.setitem(reference.MAX_ABS_ERROR, "fp32", 0.0)  # no real model can meet it
     assert cli.main(["--format", "onnx", str(small_checkpoint), "-o", str(out), *SMALL]) == 1
     captured = capsys.readouterr()
     assert "FAILED" in captured.out and "(not written)" in captured.out
@@ -250,7 +254,7 @@ def test_a_tampered_model_is_caught_and_nothing_is_written(
         bias.CopyFrom(onnx.numpy_helper.from_array(shifted, bias.name))
         onnx.save(model, path)  # the contract stays: only the numbers are wrong
 
-    monkeypatch.setattr(cli, "export_onnx", tampered)
+    monkeypatch.setattr(onnx_format, "export_onnx", tampered)
     out = tmp_path / "out"
     for fmt in ("onnx", "ort"):
         assert cli.main(["--format", fmt, str(small_checkpoint), "-o", str(out), *SMALL]) == 1
@@ -263,11 +267,11 @@ def _unverified_coreml(everything, monkeypatch):
     def export(generator, path, contract, **options):
         shutil.copytree(out / "bricks.mlpackage", path)
 
-    def check(path, generator, contract, **options):
+    def check(*args):
         return Validation(None, "not verified: the evaluator has no op 'mystery'", {})
 
     monkeypatch.setattr(coreml, "export_coreml", export)
-    monkeypatch.setattr(coreml, "validate_coreml", check)
+    monkeypatch.setattr(validate, "validate_coreml", check)
 
 
 def test_an_unverified_core_ml_model_is_not_installed(
@@ -305,10 +309,10 @@ def test_parse_shapes_reads_height_by_width(text, shapes):
 
 
 def test_default_name_is_the_run_folder_for_model_pt_else_the_stem(tmp_path):
-    assert cli.default_name(tmp_path / "bricks" / "model.pt") == "bricks"
-    assert cli.default_name(tmp_path / "bricks.png_model.t7") == "bricks"
-    assert cli.default_name(tmp_path / "pebble.t7") == "pebble"
-    assert cli.default_name(tmp_path / "red_peppers.pt") == "red_peppers"
+    assert pipeline.default_name(tmp_path / "bricks" / "model.pt") == "bricks"
+    assert pipeline.default_name(tmp_path / "bricks.png_model.t7") == "bricks"
+    assert pipeline.default_name(tmp_path / "pebble.t7") == "pebble"
+    assert pipeline.default_name(tmp_path / "red_peppers.pt") == "red_peppers"
 
 
 def test_shapes_are_the_sizes_validated(copied_onnx, small_checkpoint, tmp_path):
@@ -319,3 +323,49 @@ def test_shapes_are_the_sizes_validated(copied_onnx, small_checkpoint, tmp_path)
     assert (record["contract"]["min_size"], record["contract"]["max_size"]) == (32, 64)
     (art,) = record["artifacts"]
     assert set(art["validation"]["details"]["max_abs_error"]) == {"32x64", "48x32"}
+
+
+def test_the_readme_format_table_is_the_format_table():
+    """README.md's table of formats says what FORMATS says, row for row."""
+    lines = (REPO / "README.md").read_text().splitlines()
+    start = lines.index("| format | `--format` | writes | precision (default first) | needs |")
+    rows = lines[start + 2 : lines.index("", start)]
+    assert rows == [
+        f"| {f.label} | `{f.name}` | "
+        + ", ".join(f"`NAME{suffix}`" for suffix in (f.suffix, *f.side_files))
+        + f" | {', '.join(f.precisions)} | {', '.join(f.requires)} |"
+        for f in FORMATS.values()
+    ]
+
+
+def test_the_python_api_exports_a_generator_at_several_precisions(
+    copied_onnx, small_checkpoint, tmp_path
+):
+    generator = load_model(small_checkpoint)[0].generator
+    out = tmp_path / "out"
+    formats = ["onnx", ("onnx", "int8"), "ort"]
+    results = tn_export.export(generator, formats, out, sizes=(32, 64), name="api")
+    assert [(r.format, r.precision) for r in results] == [
+        ("onnx", "fp32"),
+        ("onnx", "int8"),
+        ("ort", "fp32"),
+    ]
+    assert _files(out) == [
+        "api.export.json",
+        "api.fp32.onnx",
+        "api.int8.onnx",
+        "api.ort",
+        "api.usability.txt",
+    ]  # a format asked at two precisions names each; the ORT file comes from the fp32 ONNX
+    for r in results:
+        assert r.installed and r.accepted and r.path.is_file()
+        assert set(r.timings) == {"build", "validate"} and r.seconds > 0
+    record = json.loads((out / "api.export.json").read_text())
+    assert record["checkpoint"] is None and record["command"] is None
+    assert [a["path"] for a in record["artifacts"]] == [str(r.path) for r in results]
+
+
+def test_the_python_api_needs_the_contract_of_a_network_that_is_not_a_generator(tmp_path):
+    with pytest.raises(UserError, match="contract="):
+        tn_export.export(torch.nn.Identity(), "onnx", tmp_path / "out")
+    assert _files(tmp_path / "out") == []

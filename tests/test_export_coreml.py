@@ -21,11 +21,15 @@ from coremltools.converters.mil import Builder as mb  # noqa: E402
 
 from tn_export.contract import ModelContract  # noqa: E402
 from tn_export.errors import UserError  # noqa: E402
-from tn_export.export import coreml, mil_eval  # noqa: E402
-from tn_export.export.coreml import export_coreml, spec_problems, validate_coreml  # noqa: E402
+from tn_export.export import mil_eval  # noqa: E402
+from tn_export.export.coreml import export_coreml  # noqa: E402
+from tn_export.export.formats import Options  # noqa: E402
 from tn_export.export.graph import Deployable, example_input  # noqa: E402
 from tn_export.export.mil_eval import UnsupportedOpError, evaluate, load_program  # noqa: E402
+from tn_export.export.reference import Reference  # noqa: E402
+from tn_export.export.validate import spec_problems, validate_coreml  # noqa: E402
 from tn_export.generator import PyramidGenerator  # noqa: E402
+from tn_export.sizes import validation_sizes  # noqa: E402
 
 SIZE_MULTIPLE = 4  # of a 3-scale generator
 MIN_SIZE, MAX_SIZE = 32, 128
@@ -55,9 +59,9 @@ class Exported:
     options: dict = field(default_factory=dict)
 
     def validate(self, generator: PyramidGenerator | None = None):
-        return validate_coreml(
-            self.path, generator or self.generator, self.contract, **self.options
-        )
+        shapes, image_io = self.options.get("shapes"), self.options.get("image_io", False)
+        reference = Reference(generator or self.generator, self.contract, shapes)
+        return validate_coreml(self.path, reference, self.options["precision"], Options(image_io))
 
 
 CONFIGS = {
@@ -99,7 +103,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory):
                 training={"iterations": 3},
             )
             path = tmp_path_factory.mktemp(name) / f"{name}.mlpackage"
-            export_coreml(g, path, contract, **options)
+            export_coreml(Deployable(g), path, contract, **options)
             cache[name] = Exported(path, g, contract, options)
         return cache[name]
 
@@ -179,7 +183,7 @@ def test_spec_problems_named(exported):
     assert any("metadata contract differs" in p for p in problems)
     assert spec_problems(e.path, e.contract, shapes=[(32, 32)])
     assert spec_problems(e.path, e.contract, image_io=True)
-    v = validate_coreml(e.path, e.generator, wider)
+    v = validate_coreml(e.path, Reference(e.generator, wider), "fp16")
     assert v.ok is False and v.summary.startswith("spec:")
 
 
@@ -234,8 +238,11 @@ def test_fp16_sensitivity_is_measured():
     robust = small_generator("texture", "batch", "circular")
     # Instance norm over smooth content: tiny channel variances amplify fp16 rounding.
     sensitive = small_generator("style", "instance", "reflect")
-    assert coreml._pytorch_fp16_psnr(robust, contract("texture"), (64, 64)) > 70
-    assert coreml._pytorch_fp16_psnr(sensitive, contract("style"), (64, 64)) < 55
+    robust_ref = Reference(robust, contract("texture"))
+    sensitive_ref = Reference(sensitive, contract("style"))
+    assert robust_ref.sizes[1] == sensitive_ref.sizes[1] == (64, 64)  # the size it is measured at
+    assert robust_ref.fp16_psnr > 70
+    assert sensitive_ref.fp16_psnr < 55
 
 
 def test_unknown_op_is_not_verified(exported, monkeypatch):
@@ -248,10 +255,10 @@ def test_unknown_op_is_not_verified(exported, monkeypatch):
 
 def test_validation_sizes_cover_a_non_square_size():
     contract = ModelContract(mode="texture")
-    sizes = coreml.validation_sizes(contract, None)
+    sizes = validation_sizes(contract, None)
     assert (256, 256) in sizes and any(h != w for h, w in sizes)
     assert all(h % 32 == 0 and w % 32 == 0 and min(h, w) >= 64 for h, w in sizes)
-    assert coreml.validation_sizes(contract, [(512, 512), (64, 96), (64, 64), (96, 64)]) == [
+    assert validation_sizes(contract, [(512, 512), (64, 96), (64, 64), (96, 64)]) == [
         (64, 64),
         (64, 96),
         (96, 64),
@@ -273,7 +280,7 @@ def test_bad_options_are_user_errors(tmp_path, options, message):
     )
     g = small_generator("texture", "batch", "circular")
     with pytest.raises(UserError, match=message.replace("[", r"\[")):
-        export_coreml(g, tmp_path / "m.mlpackage", contract, **options)
+        export_coreml(Deployable(g), tmp_path / "m.mlpackage", contract, **options)
     assert not any(tmp_path.iterdir())
 
 

@@ -10,17 +10,15 @@ import pytest
 import torch
 
 from tn_export.contract import ModelContract
-from tn_export.export.graph import Deployable, example_input, psnr
+from tn_export.export.graph import Deployable, example_input
 from tn_export.export.onnx import export_onnx
 from tn_export.export.ort import to_ort, usability_report
 from tn_export.export.precision import to_fp16, to_int8
-from tn_export.export.validate import (
-    MAX_PIXELS,
-    session,
-    validate_onnx,
-    validation_sizes,
-)
+from tn_export.export.reference import Reference, psnr
+from tn_export.export.validate import session, validate_onnx
 from tn_export.generator import PyramidGenerator
+from tn_export.sizes import MAX_VALIDATED_PIXELS as MAX_PIXELS
+from tn_export.sizes import validation_sizes
 
 # Both bounds, non-square both ways, and a size the exporter never traced.
 SIZES = [(32, 32), (128, 128), (32, 128), (96, 64), (72, 40)]
@@ -41,7 +39,8 @@ def settled(generator: PyramidGenerator) -> PyramidGenerator:
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """One small generator exported once (fp32), with its fp16 and int8 variants."""
+    """One small generator exported once (fp32), with its fp16 and int8 variants, and the
+    reference they are all validated against."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "xdg-cache"))
         torch.manual_seed(0)
@@ -51,10 +50,11 @@ def exported(tmp_path_factory):
         )
         folder = tmp_path_factory.mktemp("onnx")
         paths = {p: folder / f"small-{p}.onnx" for p in ("fp32", "fp16", "int8")}
-        export_onnx(generator, paths["fp32"], contract)
+        reference = Reference(generator, contract)
+        export_onnx(reference.deployable, paths["fp32"], contract)
         to_fp16(paths["fp32"], paths["fp16"])
         to_int8(paths["fp32"], paths["int8"], contract)
-        yield generator, contract, paths
+        yield generator, contract, paths, reference
 
 
 def outputs(path, generator, contract, h, w, batch=1, seed=3):
@@ -66,7 +66,7 @@ def outputs(path, generator, contract, h, w, batch=1, seed=3):
 
 
 def test_fp32_matches_pytorch_at_both_bounds_non_square_and_batch_two(exported):
-    generator, contract, paths = exported
+    generator, contract, paths, _ = exported
     for h, w in SIZES:
         got, expected = outputs(paths["fp32"], generator, contract, h, w, batch=2)
         assert got.shape == expected.shape == (2, 3, h, w)
@@ -75,7 +75,7 @@ def test_fp32_matches_pytorch_at_both_bounds_non_square_and_batch_two(exported):
 
 
 def test_metadata_and_symbolic_dims_read_back(exported):
-    _, contract, paths = exported
+    _, contract, paths, _ = exported
     model = onnx.load(paths["fp32"])
     onnx.checker.check_model(model, full_check=True)
     assert model.opset_import[0].version >= 18
@@ -106,15 +106,15 @@ def test_validation_sizes_cover_both_bounds_and_a_non_square_size(bounds):
 
 
 def test_validate_onnx_passes_fp32_and_says_where_it_looked(exported):
-    generator, contract, paths = exported
-    v = validate_onnx(paths["fp32"], generator, contract, "fp32")
+    _, contract, paths, reference = exported
+    v = validate_onnx(paths["fp32"], reference, "fp32")
     assert v.ok is True and v.summary.startswith("ok")
     assert set(v.details["max_abs_error"]) == {f"{h}x{w}" for h, w in validation_sizes(contract)}
     assert max(v.details["max_abs_error"].values()) <= 1e-4
 
 
 def test_fp16_keeps_float32_io_and_stays_within_its_tolerance(exported):
-    generator, contract, paths = exported
+    generator, contract, paths, reference = exported
     model = onnx.load(paths["fp16"])
     onnx.checker.check_model(model, full_check=True)
     weights = {n.input[1] for n in model.graph.node if n.op_type == "Conv"}
@@ -132,13 +132,13 @@ def test_fp16_keeps_float32_io_and_stays_within_its_tolerance(exported):
         # Really fp16 arithmetic, and no worse than a few times what fp16 rounding of the
         # input alone costs: the conversion adds nothing beyond fp16's own precision.
         assert 0 < floor < np.abs(got - expected).max() <= 5 * floor, (h, w)
-    v = validate_onnx(paths["fp16"], generator, contract, "fp16")
+    v = validate_onnx(paths["fp16"], reference, "fp16")
     assert v.ok is (min(v.details["psnr_db"].values()) >= 40)
     assert set(v.details["input_rounding_error"]) == set(v.details["max_abs_error"])
 
 
 def test_int8_is_quantized_and_judged_by_psnr(exported):
-    generator, contract, paths = exported
+    generator, contract, paths, reference = exported
     model = onnx.load(paths["int8"])
     ops = {n.op_type for n in model.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
@@ -146,7 +146,7 @@ def test_int8_is_quantized_and_judged_by_psnr(exported):
     assert len(weights) >= 10  # per-channel s8 conv weights
     meta = {p.key: p.value for p in model.metadata_props}
     assert ModelContract.from_metadata(meta) == contract
-    v = validate_onnx(paths["int8"], generator, contract, "int8")
+    v = validate_onnx(paths["int8"], reference, "int8")
     for i, (h, w) in enumerate(validation_sizes(contract)):
         got, expected = outputs(paths["int8"], generator, contract, h, w, seed=i)
         assert v.details["psnr_db"][f"{h}x{w}"] == pytest.approx(psnr(got, expected))
@@ -163,14 +163,14 @@ def test_psnr_is_infinite_for_identical_images_and_40_db_for_a_1_percent_error()
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_ort_format_keeps_the_contract_and_matches_its_onnx(exported, tmp_path, precision):
-    generator, contract, paths = exported
+    _, contract, paths, reference = exported
     ort_file = tmp_path / "small.ort"
     to_ort(paths[precision], ort_file)
     assert ort_file.read_bytes()[4:8] == b"ORTM"  # the ORT flatbuffer, not an ONNX protobuf
     meta = session(ort_file).get_modelmeta().custom_metadata_map
     assert ModelContract.from_metadata(meta) == contract
-    from_ort = validate_onnx(ort_file, generator, contract, precision)
-    from_onnx = validate_onnx(paths[precision], generator, contract, precision)
+    from_ort = validate_onnx(ort_file, reference, precision)
+    from_onnx = validate_onnx(paths[precision], reference, precision)
     assert from_ort.ok is from_onnx.ok
     assert from_ort.ok or precision != "fp32"
     if precision == "int8":
@@ -182,7 +182,7 @@ def test_ort_format_keeps_the_contract_and_matches_its_onnx(exported, tmp_path, 
 
 
 def test_mobile_usability_report_names_both_mobile_providers(exported):
-    _, _, paths = exported
+    _, _, paths, _ = exported
     text, worth_trying = usability_report(paths["fp32"])
     assert "NNAPI" in text and "CoreML" in text
     assert str(paths["fp32"].parent) not in text  # the report names the file, not a scratch path
@@ -190,23 +190,23 @@ def test_mobile_usability_report_names_both_mobile_providers(exported):
 
 
 def test_a_tampered_model_fails_validation(exported, tmp_path):
-    generator, contract, paths = exported
+    _, _, paths, reference = exported
     model = onnx.load(paths["fp32"])
     conv = next(n for n in model.graph.node if n.op_type == "Conv")
     weight = next(t for t in model.graph.initializer if t.name == conv.input[1])
     values = onnx.numpy_helper.to_array(weight) * 1.05
     weight.CopyFrom(onnx.numpy_helper.from_array(values, weight.name))
     onnx.save(model, tmp_path / "tampered.onnx")
-    v = validate_onnx(tmp_path / "tampered.onnx", generator, contract, "fp32")
+    v = validate_onnx(tmp_path / "tampered.onnx", reference, "fp32")
     assert v.ok is False and v.summary.startswith("FAILED")
 
 
 def test_a_model_whose_contract_differs_fails_validation(exported, tmp_path):
-    generator, contract, paths = exported
+    _, _, paths, reference = exported
     model = onnx.load(paths["fp32"])
     for p in model.metadata_props:
         if p.key == "tn_export.max_size":
             p.value = "256"
     onnx.save(model, tmp_path / "other.onnx")
-    v = validate_onnx(tmp_path / "other.onnx", generator, contract, "fp32")
+    v = validate_onnx(tmp_path / "other.onnx", reference, "fp32")
     assert v.ok is False and "metadata" in v.summary

@@ -1106,19 +1106,20 @@ def test_sigkill_while_writing_a_checkpoint_keeps_the_previous_one(assets, tmp_p
 def _racing_exporter(source: Path, argv: list[str], stderr: Path, conn) -> None:
     """tn-export with the torch export and the PyTorch comparison stood in for; it installs
     when the parent says go."""
-    from tn_export.export import cli
-    from tn_export.export.graph import Validation
+    from tn_export.export import cli, pipeline, validate
+    from tn_export.export import onnx as onnx_format
+    from tn_export.export.reference import Validation
 
-    install = cli._install
+    install = pipeline._Run._install
 
-    def synchronised_install(art, file):
+    def synchronised_install(run, result):
         conn.send("ready")
         conn.recv()  # both exporters install at the same moment
-        install(art, file)
+        install(run, result)
 
-    cli.export_onnx = onnx_copier(source)
-    cli.validate_onnx = lambda *args, **kwargs: Validation(True, "ok (stood in)")
-    cli._install = synchronised_install
+    onnx_format.export_onnx = onnx_copier(source)
+    validate.validate_onnx = lambda *args, **kwargs: Validation(True, "ok (stood in)")
+    pipeline._Run._install = synchronised_install
     with open(stderr, "w") as sys.stderr:
         sys.exit(cli.main(argv))
 
@@ -1169,12 +1170,12 @@ def _stalled_exporter(argv: list[str], stderr: Path, conn) -> None:
     waits there (for the signal)."""
     from tn_export.export import cli
 
-    def stalled(generator, path, contract, dynamic_batch=True):
+    def stalled(deployable, path, contract, dynamic_batch=True):
         Path(path).write_bytes(b"half an ONNX file")
-        conn.send(str(Path(path).parent.parent))  # SCRATCH/fp32/NAME.onnx
+        conn.send(str(Path(path).parent.parent))  # SCRATCH/onnx-fp32/NAME.onnx
         conn.recv()  # never answered
 
-    cli.export_onnx = stalled
+    onnx_format.export_onnx = stalled
     with open(stderr, "w") as sys.stderr:
         sys.exit(cli.main(argv))
 
@@ -1184,6 +1185,7 @@ def _killed_while_exporting(argv: list[str], tmp_path: Path, sig: int) -> tuple[
     that folder and the child's pid, once the child has ended."""
     conn, child_conn = FORK.Pipe()
     child = FORK.Process(target=_stalled_exporter, args=(argv, tmp_path / "err", child_conn))
+    from tn_export.export import onnx as onnx_format
     child.start()
     try:
         assert conn.poll(WAIT)
@@ -1219,8 +1221,9 @@ def _scratch_of(out: Path, name: str, pid: int, host: str) -> Path:
 def test_the_next_export_removes_the_scratch_folder_a_sigkill_left(assets, tmp_path, monkeypatch):
     """A SIGKILL cannot be caught: the scratch folder stays, and nothing else. The next export
     into the folder removes it, and only scratch folders whose process is gone."""
-    from tn_export.export import cli
-    from tn_export.export.graph import Validation
+    from tn_export.export import onnx as onnx_format
+    from tn_export.export import validate
+    from tn_export.export.reference import Validation
 
     out = tmp_path / "out"
     argv = _export_argv(out, assets.checkpoint)
@@ -1229,8 +1232,8 @@ def test_the_next_export_removes_the_scratch_folder_a_sigkill_left(assets, tmp_p
     running = _scratch_of(out, "running", os.getpid(), socket.gethostname())
     elsewhere = _scratch_of(out, "elsewhere", pid, "another-host")
     unowned = _mkdir(out / f".unowned.export-{pid}-abc123")  # made, its owner not written yet
-    monkeypatch.setattr(cli, "export_onnx", onnx_copier(assets.model("texture")))
-    monkeypatch.setattr(cli, "validate_onnx", lambda *args, **kwargs: Validation(True, "ok"))
+    monkeypatch.setattr(onnx_format, "export_onnx", onnx_copier(assets.model("texture")))
+    monkeypatch.setattr(validate, "validate_onnx", lambda *args, **kwargs: Validation(True, "ok"))
     assert export_main(argv) == 0
     kept = [running.name, elsewhere.name, unowned.name]
     assert sorted(os.listdir(out)) == sorted([*kept, "small.export.json", "small.onnx"])

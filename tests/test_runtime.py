@@ -39,6 +39,7 @@ def export_small(directory: Path, mode: str) -> Path:
     import torch
 
     from tn_export.contract import ModelContract
+    from tn_export.export.graph import Deployable
     from tn_export.export.onnx import export_onnx
     from tn_export.generator import PyramidGenerator
 
@@ -58,7 +59,7 @@ def export_small(directory: Path, mode: str) -> Path:
         name=f"small_{mode}",
     )  # fmt: skip
     directory.mkdir(parents=True, exist_ok=True)
-    export_onnx(g.eval(), path, contract)
+    export_onnx(Deployable(g), path, contract)
     return path
 
 

@@ -27,10 +27,12 @@ _LAZY = {
     "UserError": "errors",
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = ["__version__", "export", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
+    if name == "export":  # the callable package: tn_export.export(model, formats=...)
+        return importlib.import_module(".export", __name__)
     if name in _LAZY:
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,27 +8,26 @@ import onnx
 import torch
 
 from ..contract import ModelContract
-from .graph import Deployable, dynamic_shapes, example_input
+from ..sizes import default_size
+from .formats import Job
+from .graph import dynamic_shapes, example_input
+from .precision import to_fp16, to_int8
 
 OPSET = 20
 
 
 def export_onnx(
-    generator: torch.nn.Module,
+    deployable: torch.nn.Module,
     path: str | os.PathLike,
     contract: ModelContract,
     dynamic_batch: bool = True,
 ) -> None:
-    """Write `path` (fp32) with the contract in `metadata_props`; checker-validated. `generator`:
-    the pyramid, or any network taking and giving (N, C, H, W) (tn-bench's peer)."""
-    model = Deployable(generator).eval()
-    # Any size inside the bounds traces the same graph; a small one traces fastest. Two or more
-    # pixels at the coarsest scale keep torch.export from specialising a dimension of size 1.
-    side = min(max(contract.min_size, 2 * contract.size_multiple), contract.max_size)
-    x = example_input(contract, side, side)
+    """Write `path` (fp32) with the contract in `metadata_props`; checker-validated.
+    `deployable`: what runs, output clamped (Reference.deployable), taking and giving NCHW."""
+    side = default_size(contract)  # any size inside the bounds traces the same graph
     program = torch.onnx.export(
-        model,
-        (x,),
+        deployable,
+        (example_input(contract, side, side),),
         dynamo=True,
         external_data=False,
         opset_version=OPSET,
@@ -44,3 +43,16 @@ def export_onnx(
     proto.doc_string = contract.description
     onnx.checker.check_model(proto, full_check=True)
     onnx.save_model(proto, os.fspath(path))
+
+
+def build(job: Job) -> dict:
+    """The ONNX model of the job's precision: fp32 from torch.export, fp16 and int8 converted
+    from the fp32 one."""
+    contract = job.reference.contract
+    if job.precision == "fp32":
+        export_onnx(job.reference.deployable, job.path, contract, job.options.dynamic_batch)
+    elif job.precision == "fp16":
+        to_fp16(job.artifact("onnx", "fp32"), job.path)
+    else:
+        to_int8(job.artifact("onnx", "fp32"), job.path, contract)
+    return {}

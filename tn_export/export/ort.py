@@ -15,13 +15,14 @@ from pathlib import Path
 import onnxruntime as ort
 from onnxruntime.tools.mobile_helpers.usability_checker import analyze_model
 
+from ..runtime import _session_options
+from .formats import FORMATS, Job
+
 
 def to_ort(src: Path, dst: Path) -> None:
     """Convert ONNX `src` to ORT format `dst`; metadata (the contract) is kept."""
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options = _session_options(None, low_memory=True)  # every graph optimisation, as apps run
     options.optimized_model_filepath = str(dst)
-    options.log_severity_level = 3
     options.add_session_config_entry("session.save_model_format", "ORT")
     # The tool's setting for targets other than "arm": keep QDQ int8 nodes portable.
     options.add_session_config_entry("session.qdqisint8allowed", "0")
@@ -47,3 +48,14 @@ def usability_report(src: Path) -> tuple[str, bool]:
     finally:
         logger.removeHandler(handler)
     return text.getvalue().replace(str(src), src.name), worth_trying
+
+
+def build(job: Job) -> dict:
+    """The ORT file converted from the ONNX model of the same precision, with the usability
+    report of that model beside it."""
+    source = job.artifact("onnx", job.precision)
+    to_ort(source, job.path)
+    report, worth_trying = usability_report(source)
+    (report_suffix,) = FORMATS["ort"].side_files
+    job.path.with_suffix(report_suffix).write_text(report)
+    return {"nnapi_or_coreml_ep_worth_trying": worth_trying}

@@ -23,6 +23,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from onnxruntime.transformers.float16 import convert_float_to_float16
 
 from ..contract import ModelContract
+from ..sizes import calibration_sizes
 from .graph import example_input
 
 
@@ -37,13 +38,6 @@ def to_fp16(src: Path, dst: Path) -> None:
     del half.graph.value_info[:]
     onnx.checker.check_model(half, full_check=True)
     onnx.save_model(half, str(dst))
-
-
-def calibration_sizes(contract: ModelContract) -> list[tuple[int, int]]:
-    """A few (height, width) inside the contract: the smallest, a non-square one, a mid one."""
-    m, lo, hi = contract.size_multiple, contract.min_size, contract.max_size
-    mid = min(max(lo, 256 // m * m), hi)
-    return [(lo, lo), (mid, min(mid + m, hi)), (mid, mid)]
 
 
 class _Calibration(CalibrationDataReader):

@@ -29,6 +29,7 @@ from ..budget import MAX_PIXELS
 from ..contract import ModelContract
 from ..errors import UserError
 from ..images import from_array, to_array, to_rgb
+from ..sizes import probe_size
 
 __all__ = ["DEFAULT_OVERLAP", "DEFAULT_TILE_PIXELS", "MIN_SIDE", "Model", "load"]
 
@@ -314,10 +315,7 @@ def _check_graph(session: ort.InferenceSession, contract: ModelContract, source:
             f"{source} uses layout {c.layout} / {c.channel_order}; this runtime reads NCHW RGB "
             "models: re-export it with tn-export"
         )
-    # A height that is a multiple of size_multiple but not of min_size: a graph that truly needs
-    # a coarser multiple than its metadata claims fails here, not in the middle of a user's run.
-    # The width differs where the bounds allow, so that an output transposed shows.
-    h, w = min(c.min_size + c.size_multiple, c.max_size), c.min_size
+    h, w = probe_size(c)
     budget.check_memory(h * w * c.bytes_per_pixel, f"{source}'s check at {h}x{w}", "re-export it")
     probe = np.zeros((1, c.input_channels, h, w), np.float32)
     limit = budget.probe_seconds()

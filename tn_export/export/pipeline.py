@@ -1,0 +1,403 @@
+"""`tn_export.export(...)`: one model to every format asked, each checked against PyTorch first.
+
+Everything is built and checked in a hidden scratch folder inside the output folder (scratch),
+against one Reference made for the whole export, and only what passed is then renamed into
+place, with NAME.export.json recording the contract, every check and the timings. tn-export and
+tn-bench both export through `export`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib.util
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from torch import nn
+
+from .. import __version__
+from ..atomic import atomic_path, check_writable_dir, refuse_overwriting_inputs
+from ..budget import MAX_SIDE
+from ..checkpoint import load_model
+from ..contract import ModelContract
+from ..errors import UserError
+from ..generator import PyramidGenerator
+from .formats import FORMATS, Format, Job, Options
+from .reference import Reference, Validation
+from .scratch import install, scratch_folder
+
+DEFAULT_SIZES = (64, 2048)
+
+Sizes = tuple[int, int] | Sequence[tuple[int, int]]
+
+
+@dataclass
+class ExportResult:
+    """One artifact: where it is (or would have been) installed, its check, how long it took."""
+
+    format: str
+    precision: str
+    path: Path
+    validation: Validation | None = None  # None: not validated (validate=False)
+    io: dict[str, list[str]] = field(default_factory=dict)
+    side_files: list[Path] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: "build", "validate"
+    installed: bool = False
+
+    @property
+    def accepted(self) -> bool:
+        return self.validation is not None and self.validation.ok is True
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.timings.values())
+
+
+def export(
+    model: str | os.PathLike | nn.Module | None = None,
+    formats: str | Sequence[str | tuple[str, str]] = ("onnx", "coreml"),
+    output_dir: str | os.PathLike = "exports",
+    precision: str | None = None,
+    sizes: Sizes | None = None,
+    validate: bool = True,
+    *,
+    name: str | None = None,
+    image_io: bool = False,
+    dynamic_batch: bool = True,
+    allow_unverified: bool = False,
+    contract: ModelContract | None = None,
+    command: Sequence[str] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> list[ExportResult]:
+    """Export `model` to `formats` in `output_dir`; returns one result per artifact.
+
+    `model`: a tn-train checkpoint, a bundled model's name, a released `.t7`, None (the bundled
+    default) or a PyramidGenerator; any other module mapping NCHW to RGB needs `contract`
+    (tn-bench's peer). `formats`: names from FORMATS or "all"; a (name, precision) pair exports
+    one format at several precisions (files NAME.PRECISION.SUFFIX). `precision`: None for each
+    format's default. `sizes`: (min, max) side, or the enumerated (height, width) shapes; default
+    64 to 2048, or the contract's bounds. An artifact that fails its check is not installed, nor is
+    one that could not be checked ("not verified") unless `allow_unverified`; with
+    `validate=False` every artifact is installed unchecked. Bad arguments raise UserError, worded
+    as tn-export's options. `log` receives progress lines; `command` is recorded.
+    """
+    start = time.perf_counter()
+    targets = _targets(formats, precision)
+    _check_options(targets, image_io, name)
+    shapes, lo, hi = _bounds(sizes, contract)
+    _check_installed(targets)
+    if isinstance(model, nn.Module):
+        network, metadata, source = model, {}, None
+    else:
+        ckpt, source = load_model(model)
+        network, metadata = ckpt.generator, ckpt.metadata
+    if name is None:
+        name = default_name(source) if source else contract.name if contract else "texture_network"
+    contract = _contract(network, metadata, contract, name, shapes, lo, hi)
+    out = Path(output_dir)
+    files = _file_names(targets, name)
+    if source is not None:
+        written = [n for f, p in targets for n in (files[f.name, p], *_sides(f, files[f.name, p]))]
+        refuse_overwriting_inputs([out / n for n in (*written, f"{name}.export.json")], [source])
+    check_writable_dir(out)
+    reference = Reference(network, contract, shapes)
+    options = Options(image_io, dynamic_batch)
+    with scratch_folder(out, name) as scratch:
+        run = _Run(reference, options, files, scratch, validate, allow_unverified, log)
+        results = run.all(targets, out)
+    if any(r.installed for r in results):
+        record = _record(source, contract, results, command, time.perf_counter() - start)
+        with atomic_path(out / f"{name}.export.json") as tmp:
+            tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    return results
+
+
+# --- arguments --------------------------------------------------------------------------------
+
+
+def _targets(
+    formats: str | Sequence[str | tuple[str, str]], precision: str | None
+) -> list[tuple[Format, str]]:
+    """(format, precision) in the order asked, each format's precision checked."""
+    items = (
+        list(FORMATS) if formats == "all" else [formats] if isinstance(formats, str) else formats
+    )
+    targets = []
+    for item in items:
+        fmt, asked = (item, precision) if isinstance(item, str) else item
+        if fmt not in FORMATS:
+            raise UserError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)} or all")
+        f = FORMATS[fmt]
+        if asked and asked not in f.precisions:
+            raise UserError(
+                f"--precision {asked} is not available for {f.label}; "
+                f"use {' or '.join(f.precisions)}"
+            )
+        targets.append((f, asked or f.precisions[0]))
+    return list(dict.fromkeys(targets))
+
+
+def _check_options(targets: list[tuple[Format, str]], image_io: bool, name: str | None) -> None:
+    if image_io and not any(f.image_io for f, _ in targets):
+        takes = [f for f in FORMATS.values() if f.image_io]
+        raise UserError(
+            f"--image-io applies to {' and '.join(f.label for f in takes)} only; "
+            f"use --format {' or '.join(f.name for f in takes)} or all"
+        )
+    if name is not None and (not name or name.startswith(".") or os.sep in name or "/" in name):
+        raise UserError(f"--name {name!r} must be a plain file name such as red_peppers")
+
+
+def _bounds(
+    sizes: Sizes | None, contract: ModelContract | None
+) -> tuple[list[tuple[int, int]] | None, int, int]:
+    """(enumerated shapes or None, smallest side, largest side), checked before anything loads."""
+    if sizes is None:
+        sizes = (contract.min_size, contract.max_size) if contract else DEFAULT_SIZES
+    if isinstance(sizes[0], int):
+        shapes, (lo, hi) = None, sizes
+        if lo > hi:
+            raise UserError(f"--min-size {lo} is larger than --max-size {hi}")
+    else:
+        shapes = list(dict.fromkeys((int(h), int(w)) for h, w in sizes))
+        dims = [d for shape in shapes for d in shape]
+        lo, hi = min(dims), max(dims)
+    if hi > MAX_SIDE:  # before anything is built: validation would run at this size
+        raise UserError(
+            f"size {hi} is over the largest side tn-export builds, {MAX_SIDE} pixels; "
+            "use e.g. --max-size 2048"
+        )
+    if lo == hi:
+        raise UserError(
+            f"sizes give only {lo}x{lo}; a flexible model needs a range, "
+            "e.g. --min-size 64 --max-size 2048 or two different --shapes"
+        )
+    return shapes, lo, hi
+
+
+def _check_installed(targets: list[tuple[Format, str]]) -> None:
+    for f, _ in targets:
+        missing = [m for m in f.requires if importlib.util.find_spec(m) is None]
+        if missing:
+            raise UserError(
+                f"--format {f.name} needs {', '.join(missing)}, which is not installed; "
+                f"pip install {' '.join(missing)}"
+            )
+
+
+def default_name(path: Path) -> str:
+    """runs/bricks/model.pt -> bricks; upstream's bricks.png_model.t7 -> bricks; else the stem."""
+    if path.name == "model.pt" and path.resolve().parent.name:
+        return path.resolve().parent.name
+    if path.stem.endswith("_model"):
+        return Path(path.stem.removesuffix("_model")).stem or path.stem
+    return path.stem
+
+
+def _file_names(targets: list[tuple[Format, str]], name: str) -> dict[tuple[str, str], str]:
+    """The file name of every (format, precision), sources converted from included: NAME.SUFFIX,
+    or NAME.PRECISION.SUFFIX for a format asked at several precisions."""
+    asked = [f.name for f, _ in targets]
+    return {
+        (f.name, p): f"{name}.{p}{f.suffix}" if asked.count(f.name) > 1 else f"{name}{f.suffix}"
+        for f in FORMATS.values()
+        for p in f.precisions
+    }
+
+
+def _sides(f: Format, file: str) -> list[str]:
+    """The names of the side files written beside `file`: bricks.ort -> [bricks.usability.txt]."""
+    return [Path(file).with_suffix(suffix).name for suffix in f.side_files]
+
+
+# --- model and contract -----------------------------------------------------------------------
+
+
+def _check_multiples(shapes: list[tuple[int, int]] | None, lo: int, hi: int, multiple: int) -> None:
+    what = "--shapes" if shapes else "--min-size/--max-size"
+    for size in (d for s in shapes for d in s) if shapes else (lo, hi):
+        if size < multiple or size % multiple:
+            fix = max(multiple, size // multiple * multiple)
+            raise UserError(
+                f"{what}: {size} is not a positive multiple of {multiple}, this model's size "
+                f"multiple; use e.g. {fix}"
+            )
+
+
+def _contract(
+    network: nn.Module,
+    metadata: dict,
+    given: ModelContract | None,
+    name: str,
+    shapes: list[tuple[int, int]] | None,
+    lo: int,
+    hi: int,
+) -> ModelContract:
+    """The exported model's contract: `given` with these bounds and name, else the generator's
+    config, its training metadata and the bounds."""
+    if given is not None:
+        _check_multiples(shapes, lo, hi, given.size_multiple)
+        return replace(given, name=name, min_size=lo, max_size=hi)
+    if not isinstance(network, PyramidGenerator):
+        raise UserError(
+            f"a {type(network).__name__} is not a PyramidGenerator: pass its contract= "
+            "(what it takes and gives)"
+        )
+    config = network.config
+    _check_multiples(shapes, lo, hi, config.size_multiple)
+    training = {
+        "descriptor": metadata.get("descriptor"),
+        "exemplar": metadata.get("exemplar"),
+        "iterations": metadata.get("iteration"),
+        "loss": metadata.get("loss"),
+        "source": metadata.get("source"),
+    }
+    training = {k: v for k, v in training.items() if v is not None}
+    trained_on = f" trained on {training['exemplar']}" if "exemplar" in training else ""
+    return ModelContract(
+        mode=config.mode,
+        noise_depth=config.noise_depth,
+        size_multiple=config.size_multiple,
+        min_size=lo,
+        max_size=hi,
+        padding=config.padding,
+        norm=config.norm,
+        name=name,
+        description=f"Texture Networks {config.mode} generator{trained_on}",
+        tool_version=__version__,
+        training=training,
+    )
+
+
+# --- building, checking, installing -----------------------------------------------------------
+
+
+@dataclass
+class _Run:
+    """One export's artifacts in its scratch folder, each built once, on first request."""
+
+    reference: Reference
+    options: Options
+    files: dict[tuple[str, str], str]
+    scratch: Path
+    validate: bool
+    allow_unverified: bool
+    log: Callable[[str], None] | None
+    built: dict[tuple[str, str], tuple[Path, dict]] = field(default_factory=dict)
+
+    def artifact(self, fmt: str, precision: str) -> Path:
+        """The artifact of `fmt` at `precision` in scratch/FORMAT-PRECISION/, side files beside."""
+        key = (fmt, precision)
+        if key not in self.built:
+            path = self.scratch / f"{fmt}-{precision}" / self.files[key]
+            path.parent.mkdir()
+            job = Job(self.reference, precision, path, self.options, self.artifact)
+            self.built[key] = (path, FORMATS[fmt].build(job))
+        return self.built[key][0]
+
+    def all(self, targets: list[tuple[Format, str]], out: Path) -> list[ExportResult]:
+        """Build and check every target; install the ones that passed."""
+        results: list[ExportResult] = []
+        for f, precision in targets:
+            result = ExportResult(f.name, precision, out / self.files[f.name, precision])
+            self._say(f"{f.label} ({precision}): exporting" + " and validating" * self.validate)
+            source = next(
+                (r for r in results if (r.format, r.precision) == (f.source, precision)), None
+            )
+            results.append(result)
+            if source is not None and source.validation is not None and not source.accepted:
+                label = FORMATS[f.source].label
+                result.validation = Validation(
+                    False,
+                    f"FAILED: not converted, the {label} model it comes from failed validation",
+                )
+                continue
+            self._check(f, result)
+        # Installed only once all are built: a conversion reads its source in scratch, and a
+        # crash halfway leaves the output folder as it was.
+        for result in results:
+            if not self.validate or self._ships(result.validation):
+                self._install(result)
+        return results
+
+    def _ships(self, validation: Validation) -> bool:
+        return validation.ok is True or (validation.ok is None and self.allow_unverified)
+
+    def _say(self, line: str) -> None:
+        if self.log is not None:
+            self.log(line)
+
+    def _check(self, f: Format, result: ExportResult) -> None:
+        start = time.perf_counter()
+        path = self.artifact(f.name, result.precision)
+        result.timings["build"] = time.perf_counter() - start
+        start = time.perf_counter()
+        result.io = f.describe(path)
+        if self.validate:
+            result.validation = f.validate(path, self.reference, result.precision, self.options)
+            result.validation.details |= self.built[f.name, result.precision][1]
+            if result.validation.ok is None:
+                kept = (
+                    "installed anyway (--allow-unverified)"
+                    if self.allow_unverified
+                    else "NOT installed; pass --allow-unverified to ship it unchecked"
+                )
+                self._say(
+                    f"WARNING: {f.label} model NOT VERIFIED: {result.validation.summary}; {kept}"
+                )
+        result.timings["validate"] = time.perf_counter() - start
+
+    def _install(self, result: ExportResult) -> None:
+        """Rename the checked artifact and its side files from scratch into place."""
+        path, _ = self.built[result.format, result.precision]
+        for side in _sides(FORMATS[result.format], path.name):
+            install(path.with_name(side), result.path.with_name(side))
+            result.side_files.append(result.path.with_name(side))
+        install(path, result.path)
+        result.installed = True
+
+
+# --- the record -------------------------------------------------------------------------------
+
+
+def disk_size(path: Path) -> int:
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return path.stat().st_size
+
+
+def _record(
+    source: Path | None,
+    contract: ModelContract,
+    results: list[ExportResult],
+    command: Sequence[str] | None,
+    seconds: float,
+) -> dict:
+    return {
+        "tool": "tn-export",
+        "version": __version__,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "command": list(command) if command is not None else None,
+        "checkpoint": str(source) if source is not None else None,
+        "contract": asdict(contract),
+        "artifacts": [
+            {
+                "format": r.format,
+                "precision": r.precision,
+                "path": str(r.path),
+                "installed": r.installed,
+                "bytes": disk_size(r.path) if r.installed else None,
+                "side_files": [str(f) for f in r.side_files],
+                "io": r.io,
+                "validation": asdict(r.validation) if r.validation else None,
+                "seconds": round(r.seconds, 2),
+                "timings": {k: round(v, 2) for k, v in r.timings.items()},
+            }
+            for r in results
+        ],
+        "seconds": round(seconds, 2),
+    }

@@ -1,0 +1,128 @@
+"""What every export is checked against: the network as deployed, PyTorch's outputs at the sizes
+validated, and the tolerances. Built once per export and handed to each format's validation."""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..contract import ModelContract
+from ..sizes import validation_sizes
+from .graph import Deployable, example_input
+
+# How an export must match PyTorch fp32 on [0, 1] outputs, the same for every format.
+# fp32: max abs error, since only the order of float32 sums differs. fp16 and int8: PSNR, since
+# they move every pixel a little. fp16's 40 dB is an RMS error of 1e-2: a max abs error of 1e-2
+# is out of reach for this architecture, whose six chained scales amplify fp16 rounding: the
+# paper's own red-peppers generator, run by PyTorch in float16, is off by 0.07 on its worst pixel
+# but by 59 dB overall; a faulty conversion (wrong padding, a dropped norm) falls below 30 dB.
+MAX_ABS_ERROR = {"fp32": 1e-4}
+MIN_PSNR_DB = {"fp16": 40.0, "int8": 30.0}
+
+
+@dataclass
+class Validation:
+    """The outcome of checking an exported artifact against PyTorch, one row of tn-export's table.
+
+    `ok` is None when the numbers could not be checked ("not verified"), which is never a pass.
+    """
+
+    ok: bool | None
+    summary: str
+    details: dict = field(default_factory=dict)
+
+
+class OutputMismatch(Exception):
+    """An artifact's output has another shape than PyTorch's."""
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """Peak signal-to-noise ratio in dB for images in [0, 1] (inf when identical)."""
+    mse = float(np.mean((a.astype(np.float64) - b) ** 2))
+    return math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse)
+
+
+class Reference:
+    """One export's network (clamped, in eval mode), its contract, the sizes it accepts
+    (`shapes`, or the contract's range) and those it is validated at. Inputs and PyTorch's
+    outputs are computed on first use, once for all formats."""
+
+    def __init__(
+        self,
+        network: nn.Module,
+        contract: ModelContract,
+        shapes: list[tuple[int, int]] | None = None,
+    ) -> None:
+        self.deployable = Deployable(network)
+        self.contract = contract
+        self.shapes = shapes
+        self.sizes = validation_sizes(contract, shapes)
+
+    @cached_property
+    def inputs(self) -> list[torch.Tensor]:
+        """One input per size; a style model's holds whole 8-bit pixels, as photos (and Core ML
+        image inputs) do, so every backend is fed exactly what PyTorch is."""
+        inputs = [example_input(self.contract, h, w, seed=i) for i, (h, w) in enumerate(self.sizes)]
+        if self.contract.mode == "style":
+            inputs = [(x * 255.0).round() / 255.0 for x in inputs]
+        return inputs
+
+    @cached_property
+    def outputs(self) -> list[np.ndarray]:
+        with torch.no_grad():
+            return [self.deployable(x).numpy() for x in self.inputs]
+
+    @cached_property
+    def fp16_input_error(self) -> dict[str, float]:
+        """Per size, how far fp16 rounding of the input alone moves PyTorch's output: the floor no
+        fp16 model of this network can beat, reported to tell sensitivity from bugs."""
+        with torch.no_grad():
+            return {
+                f"{h}x{w}": float(np.abs(self.deployable(x.half().float()).numpy() - y).max())
+                for (h, w), x, y in zip(self.sizes, self.inputs, self.outputs, strict=True)
+            }
+
+    @cached_property
+    def fp16_psnr(self) -> float:
+        """What fp16 itself costs this network at the middle size: PyTorch in float16 against
+        float32, PSNR in dB. Tells a network sensitive to fp16 (large activations and norm gains)
+        from a faulty conversion."""
+        i = len(self.sizes) // 2
+        half = copy.deepcopy(self.deployable).half()
+        with torch.no_grad():
+            got = half(self.inputs[i].half()).float().numpy()
+        return psnr(got, self.outputs[i])
+
+    def compare(
+        self, predict: Callable[[np.ndarray], np.ndarray], precision: str, slack: float = 0.0
+    ) -> tuple[bool, str, dict]:
+        """Run `predict` (float32 NCHW in, out) at every size and judge it by the precision's
+        criterion: (ok, verdict, details). `slack` widens the max abs bound (Core ML image
+        outputs hold whole 0..255 values). A wrong output shape raises OutputMismatch."""
+        errors, psnrs = {}, {}
+        for (h, w), x, expected in zip(self.sizes, self.inputs, self.outputs, strict=True):
+            got = np.asarray(predict(x.numpy()), np.float32)
+            if got.shape != expected.shape:
+                raise OutputMismatch(
+                    f"output shape {got.shape} at {h}x{w}, expected {expected.shape}"
+                )
+            errors[f"{h}x{w}"] = float(np.abs(got - expected).max())
+            psnrs[f"{h}x{w}"] = psnr(got, expected)
+        details: dict = {"max_abs_error": errors, "psnr_db": psnrs}
+        if precision in MIN_PSNR_DB:
+            worst, bound = min(psnrs.values()), MIN_PSNR_DB[precision]
+            ok = worst >= bound
+            text = f"PSNR {worst:.1f} dB {'>=' if ok else '<'} {bound:g} dB"
+            verdict = f"{text} (max |err| {max(errors.values()):.1e})"
+            return ok, verdict, details | {"min_psnr_db": bound}
+        worst, bound = max(errors.values()), MAX_ABS_ERROR[precision] + slack
+        ok = worst <= bound
+        verdict = f"max |err| {worst:.1e} {'<=' if ok else '>'} {bound:.0e}"
+        return ok, verdict, details | {"tolerance": bound}

@@ -1,0 +1,58 @@
+"""The sizes a model is traced, validated, calibrated and probed at: one policy for every format,
+the export's validation and the runtime's load check. Torch-free, for the runtime."""
+
+from __future__ import annotations
+
+import math
+
+from .contract import ModelContract
+
+DEFAULT_SIZE = 256
+# Validating at the upper bound of a 2048 model in PyTorch needs gigabytes; a tall size at the
+# bound with at most this many pixels exercises the same symbolic dimension.
+MAX_VALIDATED_PIXELS = 1024 * 1024
+
+
+def default_size(contract: ModelContract) -> int:
+    """The side exporters trace at and Core ML reports as its default: 256 where allowed."""
+    m = contract.size_multiple
+    return min(max(DEFAULT_SIZE // m * m, contract.min_size), contract.max_size)
+
+
+def validation_sizes(
+    contract: ModelContract, shapes: list[tuple[int, int]] | None = None
+) -> list[tuple[int, int]]:
+    """The (height, width) every export is compared with PyTorch at.
+
+    Enumerated `shapes`: the three smallest. A range: the lower bound; the default size (where
+    it is a bound, the geometric middle; with no size between the bounds, lower x upper); and
+    the upper bound, tall, its width below it and within MAX_VALIDATED_PIXELS, so that every
+    check sees a non-square size.
+    """
+    if shapes:
+        return sorted(set(shapes), key=lambda s: (s[0] * s[1], s))[:3]
+    m, lo, hi = contract.size_multiple, contract.min_size, contract.max_size
+    side = default_size(contract)
+    if not lo < side < hi:
+        side = min(hi, max(lo, round(math.sqrt(lo * hi) / m) * m))
+    middle = (side, side) if lo < side < hi else (lo, hi)
+    other = max(lo, min(hi - m, MAX_VALIDATED_PIXELS // hi // m * m))
+    return list(dict.fromkeys([(lo, lo), middle, (hi, other)]))
+
+
+def calibration_sizes(contract: ModelContract) -> list[tuple[int, int]]:
+    """Small (height, width) for int8 calibration: the lower bound, non-square, the default."""
+    d, hi = default_size(contract), contract.max_size
+    return [
+        (contract.min_size, contract.min_size),
+        (d, min(d + contract.size_multiple, hi)),
+        (d, d),
+    ]
+
+
+def probe_size(contract: ModelContract) -> tuple[int, int]:
+    """The (height, width) the runtime checks a model at when it loads it. The height is a
+    multiple of size_multiple but not of min_size: a graph that truly needs a coarser multiple
+    than its metadata claims fails there, not in the middle of a user's run. The width differs
+    where the bounds allow, so that an output transposed shows."""
+    return min(contract.min_size + contract.size_multiple, contract.max_size), contract.min_size
