@@ -1169,6 +1169,7 @@ def _stalled_exporter(argv: list[str], stderr: Path, conn) -> None:
     """tn-export whose ONNX export writes half a file in its scratch folder, says where, and
     waits there (for the signal)."""
     from tn_export.export import cli
+    from tn_export.export import onnx as onnx_format
 
     def stalled(deployable, path, contract, dynamic_batch=True):
         Path(path).write_bytes(b"half an ONNX file")
@@ -1185,7 +1186,6 @@ def _killed_while_exporting(argv: list[str], tmp_path: Path, sig: int) -> tuple[
     that folder and the child's pid, once the child has ended."""
     conn, child_conn = FORK.Pipe()
     child = FORK.Process(target=_stalled_exporter, args=(argv, tmp_path / "err", child_conn))
-    from tn_export.export import onnx as onnx_format
     child.start()
     try:
         assert conn.poll(WAIT)
