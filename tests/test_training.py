@@ -147,12 +147,12 @@ def test_real_vgg16_run_lowers_the_texture_loss(shared_dir, vgg16_weights, tmp_p
     argv = [
         "texture", "--texture", str(shared_dir / "data/textures/red-peppers.jpg"), "-o", str(run),
         "--descriptor", "vgg16", "--descriptor-weights", str(vgg16_weights),
-        "--image-size", "64", "--batch-size", "2", "--iterations", "30",
+        "--image-size", "64", "--batch-size", "2", "--iterations", "30", "--log-every", "1",
         "--descriptor-precision", "bf16",
     ]  # fmt: skip
     assert main(argv) == 0
-    curve = losses(run)
-    assert np.mean(curve[-2:]) < 0.6 * curve[0]
+    curve = losses(run)  # single batches of 2 are noisy: compare the first and last five
+    assert np.mean(curve[-5:]) < 0.6 * np.mean(curve[:5])
 
 
 def test_bundled_model_is_closer_to_red_peppers_than_to_bricks(shared_dir, vgg16_weights):
