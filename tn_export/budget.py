@@ -11,6 +11,7 @@ import argparse
 import math
 import os
 import re
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,7 +82,7 @@ def _from_env(name: str, parse: Callable[[str], float]) -> tuple[float, str] | N
     return value, f"{name}={text}"
 
 
-def parse_bytes(text: str) -> float:
+def _parse_bytes(text: str) -> float:
     """'8G', '512M', '1.5G' or a plain number of bytes (decimal units, as size_text prints)."""
     match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMGT]?)B?", text.strip(), re.IGNORECASE)
     if not match:
@@ -109,7 +110,7 @@ def _machine_memory() -> tuple[float, str]:
 
 def memory() -> Limit:
     """The memory allocations are checked against: $TN_MEMORY_BUDGET, else the machine's."""
-    given = _from_env(MEMORY_ENV, parse_bytes)
+    given = _from_env(MEMORY_ENV, _parse_bytes)
     value, source = given or _machine_memory()
     return Limit(value, source, MEMORY_ENV)
 
@@ -145,6 +146,16 @@ def check_memory(needed: float, what: str, fix: str) -> None:
         )
 
 
+def unpacked_size(path: Path) -> int:
+    """The bytes torch.load would unpack from `path`: a torch file is a zip whose members may
+    be compressed (torch.save never compresses them; a crafted file inflates to gigabytes)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return sum(member.file_size for member in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError):  # not a zip: torch.load says what it is
+        return path.stat().st_size
+
+
 def check_count(value: int, what: str, limit: Limit | None = None) -> None:
     """Refuse more than `limit` (default: the count limit) of something."""
     limit = limit or count()
@@ -160,8 +171,8 @@ def generator_parameters(scales: int, channels: int, scale_in: int) -> int:
     def block(cin: int, c: int) -> int:
         return 9 * cin * c + 10 * c * c + 9 * c
 
-    joins = sum(2 * channels * (i + 1) + block(channels * (i + 1), channels * (i + 1))
-                for i in range(1, scales))  # fmt: skip
+    # The join of the k coarsest scales normalises both inputs and convolves their k * channels.
+    joins = sum(2 * k * channels + block(k * channels, k * channels) for k in range(2, scales + 1))
     return scales * block(scale_in, channels) + joins + 3 * channels * scales + 3
 
 

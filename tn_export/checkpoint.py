@@ -6,7 +6,6 @@ import os
 import pickle
 import platform
 import warnings
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import torch
 
 from . import __version__
 from .atomic import atomic_path
-from .budget import check_memory
+from .budget import check_memory, unpacked_size
 from .errors import UserError
 from .generator import GeneratorConfig, PyramidGenerator
 
@@ -80,7 +79,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> Check
         what = "is a folder" if path.is_dir() else "does not exist"
         raise UserError(f"checkpoint {path} {what}; pass the model.pt that tn-train wrote")
     unpacked = f"checkpoint {path} (unpacked)"
-    check_memory(_unpacked_size(path), unpacked, "pass the model.pt tn-train wrote")
+    check_memory(unpacked_size(path), unpacked, "pass the model.pt tn-train wrote")
     try:
         with warnings.catch_warnings():  # torch warns about foreign pickles: our error says it
             warnings.simplefilter("ignore")
@@ -124,16 +123,6 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> Check
     check_finite(generator, f"checkpoint {path}")
     generator.eval()
     return Checkpoint(generator, metadata, state)
-
-
-def _unpacked_size(path: Path) -> int:
-    """The bytes torch.load would unpack: a checkpoint is a zip whose members may be compressed
-    (tn-train never compresses them; a crafted file can inflate to gigabytes)."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return sum(member.file_size for member in archive.infolist())
-    except (zipfile.BadZipFile, OSError, ValueError):  # not a zip: torch.load says what it is
-        return path.stat().st_size
 
 
 def _state_dict_problem(given: dict, wanted: dict) -> str:

@@ -11,6 +11,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from .budget import check_memory, unpacked_size
 from .errors import UserError
 
 DescriptorName = Literal["vgg19", "vgg16", "random"]
@@ -129,6 +130,8 @@ def _file_state_dict(path: Path, name: str) -> dict[str, torch.Tensor]:
         raise UserError(
             f"descriptor weights {path} do not exist; fix --descriptor-weights or {WEIGHTS_ENV}"
         )
+    unpacked = f"descriptor weights {path} (unpacked)"
+    check_memory(unpacked_size(path), unpacked, "point --descriptor-weights at a VGG state dict")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file

@@ -8,11 +8,12 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from tn_export.budget import DESCRIPTOR_BYTES_PER_PIXEL
+from tn_export.budget import DESCRIPTOR_BYTES_PER_PIXEL, FLOAT
 from tn_export.errors import UserError
 from tn_export.images import image_files, load_image, to_array
 
 MIN_EXEMPLAR = 64  # VGG pools four times before relu5_1: smaller exemplars leave ~nothing there
+CROP_BYTES_PER_PIXEL = 2 * 3 * FLOAT  # a content photo as float32 RGB, and resized for its crop
 
 
 def sha256(path: Path) -> str:
@@ -52,7 +53,7 @@ class ContentCrops:
             )
         self.image_size = image_size
         for f in self.files:  # fail at start, not at iteration 900
-            image = load_image(f)
+            image = load_image(f, per_pixel=CROP_BYTES_PER_PIXEL, use="as a content photo")
             if min(image.size) < image_size:
                 raise UserError(
                     f"content image {f} is {image.size[0]}x{image.size[1]}, smaller than "

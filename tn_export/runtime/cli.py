@@ -16,7 +16,7 @@ from ..atomic import check_outputs, file_key, refuse_overwriting_inputs
 from ..budget import number
 from ..errors import ArgumentParser, UserError, cli_entry
 from ..images import SAVE_FORMATS, image_files, load_image, save_image
-from . import DEFAULT_TILE_PIXELS, Model, load
+from . import DEFAULT_TILE_PIXELS, IMAGE_BYTES_PER_PIXEL, Model, load
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -150,7 +150,9 @@ def _stylize(model: Model, args: argparse.Namespace) -> None:
     failed = 0
     for source, target in tqdm(pairs, unit="image", disable=len(pairs) < 2, file=sys.stderr):
         try:
-            save_image(model.stylize(load_image(source)), target)
+            # An image whose buffers alone would not fit is refused before it is decoded.
+            image = load_image(source, per_pixel=IMAGE_BYTES_PER_PIXEL, use="to stylize")
+            save_image(model.stylize(image), target)
         except UserError as e:
             if len(pairs) == 1:
                 raise
