@@ -15,7 +15,7 @@ from torch import nn
 
 from ..contract import ModelContract
 from ..sizes import validation_sizes
-from .graph import Deployable, example_input
+from .graph import Deployable, delivered, example_input
 
 # How an export must match PyTorch fp32 on [0, 1] outputs, the same for every format.
 # fp32: max abs error, since only the order of float32 sums differs. fp16 and int8: PSNR, since
@@ -70,9 +70,7 @@ class Reference:
         """One input per size; a style model's holds whole 8-bit pixels, as photos (and Core ML
         image inputs) do, so every backend is fed exactly what PyTorch is."""
         inputs = [example_input(self.contract, h, w, seed=i) for i, (h, w) in enumerate(self.sizes)]
-        if self.contract.mode == "style":
-            inputs = [(x * 255.0).round() / 255.0 for x in inputs]
-        return inputs
+        return [delivered(x) for x in inputs] if self.contract.mode == "style" else inputs
 
     @cached_property
     def outputs(self) -> list[np.ndarray]:
