@@ -31,6 +31,12 @@ if TYPE_CHECKING:
 
     from .run import BenchConfig
 
+VGG16_WEIGHTS_HELP = (
+    "VGG-16 state dict (default: $TN_DESCRIPTOR_WEIGHTS "
+    "or $TN_SHARED/descriptors/vgg16_imagenet_features.pth)"
+)
+
+
 DEFAULT_SIZES = "256,512,1024,768x512"
 OUTPUTS = ("results.json", "report.md", "report.html")  # and the folders plots/ and images/
 QUICK = {  # --quick: small sizes and budgets, about three minutes on 2 cores
@@ -200,8 +206,7 @@ def train_speed_parser() -> argparse.ArgumentParser:
     p.add_argument("--texture", type=Path, help="default: $TN_SHARED/data/textures/red-peppers.jpg")
     p.add_argument(
         "--descriptor-weights",
-        help="VGG-16 state dict (default: $TN_DESCRIPTOR_WEIGHTS "
-        "or $TN_SHARED/descriptors/vgg16_imagenet_features.pth)",
+        help=VGG16_WEIGHTS_HELP,
     )
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
@@ -229,8 +234,7 @@ def quality_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--descriptor-weights",
-        help="VGG-16 state dict (default: $TN_DESCRIPTOR_WEIGHTS "
-        "or $TN_SHARED/descriptors/vgg16_imagenet_features.pth)",
+        help=VGG16_WEIGHTS_HELP,
     )
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -281,6 +285,17 @@ def descriptor_weights(given: str | None, descriptor: str) -> str | None:
         None, repo_shared() / "descriptors" / f"{descriptor}_imagenet_features.pth"
     )
     return str(found) if found else None
+
+
+def vgg16_weights(given: str | None) -> str:
+    """The VGG-16 weights file that train-speed and quality need, or one line saying how."""
+    weights = descriptor_weights(given, "vgg16")
+    if weights is None or not Path(weights).is_file():
+        raise UserError(
+            f"no VGG-16 weights ({weights or 'none found'}); pass --descriptor-weights PATH "
+            "or set $TN_DESCRIPTOR_WEIGHTS"
+        )
+    return weights
 
 
 def make_config(args: argparse.Namespace, argv: list[str]) -> BenchConfig:
@@ -415,7 +430,6 @@ def report_main(argv: list[str]) -> int:
 
 def train_speed_main(argv: list[str]) -> int:
     args = train_speed_parser().parse_args(argv)
-    from tn_export.descriptor import WEIGHTS_ENV
     from tn_export.generator import GeneratorConfig
 
     from .report import write_results
@@ -425,12 +439,7 @@ def train_speed_main(argv: list[str]) -> int:
     texture = _default_file(args.texture, shared / "data" / "textures" / "red-peppers.jpg")
     if texture is None or not texture.is_file():
         raise UserError(f"no texture at {texture or shared / 'data' / 'textures'}; pass --texture")
-    weights = descriptor_weights(args.descriptor_weights, "vgg16")
-    if weights is None or not Path(weights).is_file():
-        raise UserError(
-            f"no VGG-16 weights ({weights or 'none found'}); pass --descriptor-weights PATH "
-            f"or set {WEIGHTS_ENV}"
-        )
+    weights = vgg16_weights(args.descriptor_weights)
     cfg = GeneratorConfig("texture")
     step = args.batch_size * args.image_size**2
     per_pixel = budget.training_bytes_per_pixel(cfg.scales, cfg.channels, cfg.input_channels)
@@ -460,12 +469,7 @@ def quality_main(argv: list[str]) -> int:
     samples = size[0] * size[1] * (12 * args.samples + DESCRIPTOR_BYTES_PER_PIXEL)
     what = f"{args.samples} samples of {size[0]}x{size[1]}"
     budget.check_memory(samples, what, "lower --samples or --size")
-    weights = descriptor_weights(args.descriptor_weights, "vgg16")
-    if weights is None or not Path(weights).is_file():
-        raise UserError(
-            f"no VGG-16 weights ({weights or 'none found'}); pass --descriptor-weights PATH "
-            "or set $TN_DESCRIPTOR_WEIGHTS"
-        )
+    weights = vgg16_weights(args.descriptor_weights)
     for path in [args.exemplar, *args.against, *args.photos]:
         # A bad image fails here, before any model is loaded; each is described at its size.
         load_image(path, per_pixel=DESCRIPTOR_BYTES_PER_PIXEL, use="described by VGG")
