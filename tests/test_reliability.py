@@ -294,9 +294,9 @@ def _changed_weights(
 
 
 def _busy(folder: Path) -> Path:
-    """An output folder in which what the commands write (results.json, t.png, model.pt) are
-    folders: written last, they would fail only after all the work."""
-    for name in ("results.json", "t.png", "model.pt"):
+    """An output folder in which what the commands write (results.json, t.png, model.pt,
+    small.onnx) are folders: written last, they would fail only after all the work."""
+    for name in ("results.json", "t.png", "model.pt", "small.onnx"):
         (folder / name).mkdir(parents=True)
     return folder
 
@@ -508,8 +508,14 @@ def _sigterm(value=None):
     return value
 
 
-def _no_space() -> None:
-    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+def _no_space(path: Path | None = None) -> None:
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), *([str(path)] if path else []))
+
+
+def _scratch_fills(deployable, path, *args, **kwargs) -> None:
+    """The ONNX export, on a disk that fills while it writes into the export's scratch folder."""
+    Path(path).write_bytes(b"half an ONNX file")
+    _no_space(path)
 
 
 def _half_written(write: Callable[[object, Path], None], then: Callable[[], None]) -> Callable:
@@ -545,6 +551,7 @@ FAULTS: dict[str, Callable[[pytest.MonkeyPatch], None]] = {
         torch, "save", _half_written(_SAVE_CHECKPOINT, _no_space)
     ),
     "full disk (image)": lambda p: p.setattr(Image.Image, "save", _half_written(_PNG, _no_space)),
+    "full disk (export)": lambda p: p.setattr("tn_export.export.onnx.export_onnx", _scratch_fills),
     "full disk (log)": lambda p: p.setattr(
         train_module, "open", lambda *args, **kwargs: _FullLog(), raising=False
     ),
@@ -734,9 +741,9 @@ CASES = [
     case("negative --threads", "tn-bench", f"{bench()} --threads -1", 2, "--threads",
          "must be positive"),
     case("negative --min-size", "tn-export", f"{EXPORT} {{checkpoint}} --min-size -32 "
-         "--max-size 64 -o {out}", 2, "-32", "not a positive multiple of 4"),
+         "--max-size 64 -o {out}", 2, "argument --min-size: must be positive, not -32"),
     case("zero --min-size", "tn-export", f"{EXPORT} {{checkpoint}} --min-size 0 --max-size 64 "
-         "-o {out}", 2, "not a positive multiple of 4"),
+         "-o {out}", 2, "argument --min-size: must be positive, not 0"),
     case("unknown precision", "tn-export", f"{EXPORT} {{checkpoint}} --precision int4 -o {{out}}",
          2, "invalid choice: 'int4'", "tn-export --help"),
     case("unknown output format", "tn-run", f"{STYLE} {{photo}} -o {{out}}/o.gif", 2,
@@ -866,6 +873,19 @@ CASES = [
          "synthesize {max-8192.onnx} --size 8192x8192 -o {out}/t.png", 2,
          "{max-8192.onnx} at 8192x8192 needs at least 27.4 GB", "ask for a smaller size",
          env={"TN_MEMORY_BUDGET": "8G"}, bounded=True),
+    case("more --shapes than the count limit", "tn-export",
+         f"{EXPORT} {{checkpoint}} --shapes 32x32,64x64,96x96 -o {{out}}", 2,
+         "--shapes: the number of sizes 3 is over the limit of 2", env={"TN_MAX_COUNT": "2"},
+         bounded=True),
+    case("--shapes far over the validation cap", "tn-export",
+         f"{EXPORT} {{checkpoint}} --shapes 64x64,8192x8192 -o {{out}}", 2,
+         "one run of this model at 8192x8192 needs at least 14.5 GB",
+         "lower --max-size or --shapes",
+         env={"TN_MEMORY_BUDGET": "8G"}, bounded=True),
+    case("--max-size whose run the runtime cannot fit", "tn-export",
+         f"{EXPORT} {{checkpoint}} --max-size 8192 -o {{out}}", 2,
+         "one run of this model at 8192x8192 needs at least 14.5 GB",
+         env={"TN_MEMORY_BUDGET": "8G"}, bounded=True),
     case("--tile-pixels too large to convert", "tn-run",
          f"{STYLE} {{photo}} -o {{out}}/o.png --tile-pixels {10**30}", 2, "--tile-pixels",
          f"at most {MAX_PIXELS}"),
@@ -899,6 +919,9 @@ CASES = [
     case("model.pt that is a folder, before the work", "tn-train",
          train_on(run="{busy}") + " --overwrite", 2, "output {busy}/model.pt is a folder",
          bounded=True),
+    case("an artifact that is a folder, before the work", "tn-export",
+         f"{EXPORT} {{checkpoint}} -o {{busy}}", 2, "output {busy}/small.onnx is a folder",
+         bounded=True),
     case(".t7 that contains itself", "tn-export", f"{EXPORT} {{itself.t7}} -o {{out}}", 2,
          "{itself.t7} is not a texture_nets v1 pyramid", "nn.Sequential contains itself"),
     case("checkpoint whose metadata is not a mapping", "tn-bench", bench("{list-metadata.pt}"),
@@ -924,6 +947,10 @@ CASES = [
     case("full disk while writing the log", "tn-train", f"{RESUME} --resume --iterations 3", 1,
          "could not write {run} (No space left on device)", "MB free now",
          fault="full disk (log)", check="iteration 1 kept"),
+    case("full disk in the export's scratch folder", "tn-export",
+         f"{EXPORT} {{checkpoint}} --min-size 32 --max-size 64 -o {{out}}", 1,
+         "could not write {out} (No space left on device); nothing was written",
+         "MB free now", fault="full disk (export)"),
     case("NaN loss in a run that has no checkpoint yet", "tn-train",
          f"{train_on(run='{folder}')} --iterations 3",
          1, "loss became nan at iteration 1", "no checkpoint was written yet", "run again",
@@ -941,10 +968,18 @@ def assets(tmp_path_factory: pytest.TempPathFactory) -> Assets:
     return Assets(tmp_path_factory.mktemp("assets"))
 
 
+EXPORTING = re.compile(r"tn-export: .+: exporting( and validating)?")  # its progress lines
+
+
 def error_lines(tool: str, stderr: str) -> list[str]:
-    """stderr without tn-train's progress bar (carriage-return updates of 'tn-train texture:')."""
+    """stderr without tn-train's progress bar (carriage-return updates of 'tn-train texture:')
+    and tn-export's progress lines."""
     parts = (p.strip() for line in stderr.splitlines() for p in line.split("\r"))
-    return [p for p in parts if p and not p.startswith(f"{tool} texture:")]
+    return [
+        p
+        for p in parts
+        if p and not p.startswith(f"{tool} texture:") and not EXPORTING.fullmatch(p)
+    ]
 
 
 def run_case(c: Case, files: Files, argv: list[str], capsys) -> tuple[int, str]:

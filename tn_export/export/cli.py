@@ -16,6 +16,7 @@ import re
 import sys
 from pathlib import Path
 
+from ..budget import MAX_SIDE, number
 from ..errors import ArgumentParser, UserError, cli_entry
 from .formats import FORMATS
 from .pipeline import DEFAULT_SIZES, ExportResult, Sizes, disk_size, export
@@ -48,9 +49,10 @@ def _parser() -> argparse.ArgumentParser:
         help=f"default: {defaults}; each format has its own (see the README's format table)",
     )
     sizes = p.add_mutually_exclusive_group()
-    sizes.add_argument("--min-size", type=int, default=None, help="smallest H and W (default 64)")
+    side = number(int, 1, MAX_SIDE)
+    sizes.add_argument("--min-size", type=side, default=None, help="smallest H and W (default 64)")
     sizes.add_argument("--shapes", help="enumerated HxW sizes, e.g. 256x256,512x384")
-    p.add_argument("--max-size", type=int, default=None, help="largest H and W (default 2048)")
+    p.add_argument("--max-size", type=side, default=None, help="largest H and W (default 2048)")
     p.add_argument(
         "--image-io",
         action="store_true",

@@ -49,6 +49,7 @@ class Format:
     side_files: tuple[str, ...] = ()  # suffixes of what it writes beside the artifact
     source: str | None = None  # the format it converts from, at the same precision
     image_io: bool = False  # takes Options.image_io
+    folder: bool = False  # the artifact is a folder (a Core ML package)
 
 
 def _lazy(target: str) -> Callable:
@@ -95,6 +96,7 @@ FORMATS = {
             validate=_lazy("validate:validate_coreml"),
             describe=_lazy("coreml:signature"),
             image_io=True,
+            folder=True,
         ),
     )
 }

@@ -20,8 +20,8 @@ from pathlib import Path
 from torch import nn
 
 from .. import __version__
-from ..atomic import atomic_path, check_writable_dir, refuse_overwriting_inputs
-from ..budget import MAX_SIDE
+from ..atomic import atomic_path, check_outputs, full_disk_names, refuse_overwriting_inputs
+from ..budget import MAX_SIDE, check_count, check_memory
 from ..checkpoint import load_model
 from ..contract import ModelContract
 from ..errors import UserError
@@ -98,15 +98,19 @@ def export(
     if name is None:
         name = default_name(source) if source else contract.name if contract else "texture_network"
     contract = _contract(network, metadata, contract, name, shapes, lo, hi)
+    _check_runs_fit(contract, shapes)
     out = Path(output_dir)
     files = _file_names(targets, name)
+    written = [n for f, p in targets for n in (files[f.name, p], *_sides(f, files[f.name, p]))]
+    outputs = [out / n for n in (*written, f"{name}.export.json")]
     if source is not None:
-        written = [n for f, p in targets for n in (files[f.name, p], *_sides(f, files[f.name, p]))]
-        refuse_overwriting_inputs([out / n for n in (*written, f"{name}.export.json")], [source])
-    check_writable_dir(out)
+        refuse_overwriting_inputs(outputs, [source])
+    packages = [out / files[f.name, p] for f, p in targets if f.folder]
+    check_outputs([p for p in outputs if p not in packages], packages)
     reference = Reference(network, contract, shapes)
     options = Options(image_io, dynamic_batch)
-    with scratch_folder(out, name) as scratch:
+    # A full disk in the scratch folder is named as the output folder, not as a scratch file.
+    with full_disk_names(out), scratch_folder(out, name) as scratch:
         run = _Run(reference, options, files, scratch, validate, allow_unverified, log)
         results = run.all(targets, out)
     if any(r.installed for r in results):
@@ -164,6 +168,7 @@ def _bounds(
             raise UserError(f"--min-size {lo} is larger than --max-size {hi}")
     else:
         shapes = list(dict.fromkeys((int(h), int(w)) for h, w in sizes))
+        check_count(len(shapes), "--shapes: the number of sizes")
         dims = [d for shape in shapes for d in shape]
         lo, hi = min(dims), max(dims)
     if hi > MAX_SIDE:  # before anything is built: validation would run at this size
@@ -266,11 +271,20 @@ def _contract(
         max_size=hi,
         padding=config.padding,
         norm=config.norm,
+        channels=config.channels,
         name=name,
         description=f"Texture Networks {config.mode} generator{trained_on}",
         tool_version=__version__,
         training=training,
     )
+
+
+def _check_runs_fit(contract: ModelContract, shapes: list[tuple[int, int]] | None) -> None:
+    """The metadata must not allow a size that no run of the model fits in memory (and the
+    checks run at sizes among those asked for): refused before anything is built."""
+    h, w = max(shapes, key=lambda s: s[0] * s[1]) if shapes else (contract.max_size,) * 2
+    run = h * w * contract.bytes_per_pixel
+    check_memory(run, f"one run of this model at {h}x{w}", "lower --max-size or --shapes")
 
 
 # --- building, checking, installing -----------------------------------------------------------
