@@ -137,7 +137,9 @@ def _state_dict_problem(given: dict, wanted: dict) -> str:
         return f"its weights have an unexpected key {unexpected[0]!r}"
     for key, tensor in given.items():
         if not isinstance(tensor, torch.Tensor) or tensor.shape != wanted[key].shape:
-            shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor)
+            shape = (
+                tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+            )
             return f"{key!r} is {shape}, the config needs {tuple(wanted[key].shape)}"
     return ""
 
