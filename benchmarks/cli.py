@@ -496,11 +496,12 @@ def curve_main(argv: list[str]) -> int:
     for item in args.reference:
         name, _, value = item.partition("=")
         try:
-            references[name] = float(value)
-        except ValueError:
-            raise UserError(f"--reference {item!r} is not NAME=DISTANCE") from None
+            references[name] = number(float)(value)
+        except argparse.ArgumentTypeError as e:
+            raise UserError(f"--reference {item!r} is not NAME=DISTANCE ({e})") from None
     if args.out.suffix.lower() != ".png":
         raise UserError(f"-o {args.out}: the curve is a PNG; name it e.g. curve.png")
+    check_outputs([args.out])
     with atomic_path(args.out) as tmp:
         tmp.write_bytes(training_curves(logs, references))
     print(args.out)

@@ -912,6 +912,8 @@ CASES = [
          "finite"),
     case("infinite --gatys-seconds", "tn-bench", f"{bench()} --gatys-seconds inf", 2,
          "--gatys-seconds", "finite"),
+    case("NaN --reference", "tn-bench", "training-curve {run} --reference paper=nan -o {out}/c.png",
+         2, "--reference 'paper=nan' is not NAME=DISTANCE (must be a finite number, not nan)"),
     case("-o that is a folder", "tn-run", f"{SYNTH} {{busy}}/t.png", 2,
          "output {busy}/t.png is a folder"),
     case("results.json that is a folder, before the work", "tn-bench", bench(out="{busy}"), 2,
