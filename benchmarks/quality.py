@@ -96,6 +96,19 @@ def element_size(image: torch.Tensor) -> float:
     return float(r - 1 + profile[r - 1] / (profile[r - 1] - profile[r]))
 
 
+def diversity(images: torch.Tensor, per_image: Sequence[Grams]) -> tuple[float | None, ...]:
+    """Mean pixel RMS and mean Gram distance over all pairs of images (None for one image):
+    how different the samples of different seeds are."""
+    pairs = list(itertools.combinations(range(len(images)), 2))
+    if not pairs:
+        return None, None
+    pixel = statistics.fmean(float((images[i] - images[j]).pow(2).mean().sqrt()) for i, j in pairs)
+    gram = statistics.fmean(
+        sum(layer_distances(per_image[i], per_image[j]).values()) for i, j in pairs
+    )
+    return pixel, gram
+
+
 def _mean_sd(values: Sequence[float]) -> dict:
     return {
         "mean": statistics.fmean(values),
@@ -141,14 +154,9 @@ def texture_quality(
         result["against"] = others
         result["nearest_other"] = nearest
         result["separation"] = others[nearest] / max(result["gram_distance"]["mean"], 1e-12)
-    pairs = list(itertools.combinations(range(len(samples)), 2))
-    if pairs:
-        result["pixel_diversity"] = statistics.fmean(
-            float((samples[i] - samples[j]).pow(2).mean().sqrt()) for i, j in pairs
-        )
-        result["gram_diversity"] = statistics.fmean(
-            sum(layer_distances(per_sample[i], per_sample[j]).values()) for i, j in pairs
-        )
+    pixel, gram = diversity(samples, per_sample)
+    if pixel is not None:
+        result["pixel_diversity"], result["gram_diversity"] = pixel, gram
     exemplar_size = element_size(exemplar)
     sizes = [element_size(s) for s in samples]
     result["element_size"] = {
@@ -202,14 +210,12 @@ def evaluate(
     target = {k: targets[k].reshape(targets[k].shape[-2:]) for k in layers}
     per_image = [grams(descriptor, image, layers) for image in images]
     losses = [sum(layer_distances(g, target).values()) for g in per_image]
-    pairs = list(itertools.combinations(range(len(images)), 2))
-    pixel = [float((images[i] - images[j]).pow(2).mean().sqrt()) for i, j in pairs]
-    gram = [sum(layer_distances(per_image[i], per_image[j]).values()) for i, j in pairs]
+    pixel, gram = diversity(images, per_image)
     return {
         "count": len(images),
         "texture_loss": statistics.fmean(losses),
         "texture_loss_per_image": losses,
-        "pixel_distance": statistics.fmean(pixel) if pixel else None,
-        "gram_distance": statistics.fmean(gram) if gram else None,
+        "pixel_distance": pixel,
+        "gram_distance": gram,
         "seam_error": statistics.fmean(seam_error(image) for image in images),
     }
