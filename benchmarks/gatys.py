@@ -4,8 +4,10 @@ the texture, judged on the image a user would receive.
 At every loss evaluation the current image is clamped to [0, 1], rounded to 8 bits (as the
 generator's images are delivered) and scored with the quality yardstick, the absolute Gram
 distance (benchmarks/quality.py); parity is the first moment that delivered image reaches the
-generator's mean sample loss. The optimiser itself minimises the per-layer relative Gram loss,
-which converges best, over either of two parametrisations:
+generator's mean sample loss. The optimiser minimises that same absolute Gram loss (on the
+pixels it optimises): on red peppers at 256x256 L-BFGS reached the bundled model's level in 32
+evaluations and the paper's model's in 39, against 59 and 85 when minimising the per-layer
+relative loss. Two parametrisations:
 
 - "unbounded": the pixels themselves (torch's L-BFGS has no bounds; clamped only on delivery);
 - "sigmoid": pixels = sigmoid(z) with z optimised, so the image is always in range.
@@ -58,7 +60,8 @@ class GatysRun:
     threads: int
     target_loss: float | None  # stop when the delivered image reaches it; None: whole budget
     seeds: list[int]
-    image_dir: str | None  # writes gatys_<pixels>_<seed>.png: the image at parity (or the last)
+    image_dir: str | None  # writes image_name(...): the image at parity (or the last)
+    min_iterations: int = 0  # go on past parity until then (a memory run fills L-BFGS's history)
 
 
 class _Stop(Exception):
@@ -80,8 +83,8 @@ def thin(curve: Mapping[str, list[float]], points: int = MAX_CURVE_POINTS) -> di
     return {k: [v[i] for i in keep] for k, v in curve.items()}
 
 
-def image_name(pixels: str, seed: int) -> str:
-    return f"gatys_{pixels}_{seed}.png"
+def image_name(pixels: str, seed: int, size: int) -> str:
+    return f"gatys_{pixels}_{size}_{seed}.png"
 
 
 def optimise(
@@ -108,20 +111,25 @@ def optimise(
     else:
         opt = torch.optim.Adam([z], lr=ADAM_LR)
         steps = r.iterations
+
+    def iterations() -> int:
+        return opt.state[z].get("n_iter", 0) if r.optimizer == "lbfgs" else len(curve["t_s"])
+
     curve: dict[str, list[float]] = {"t_s": [], "loss": [], "optimiser_loss": []}
     shown = delivered(start)
+    kept: tuple[torch.Tensor, float] | None = None  # the delivered image at parity, its loss
     paused = 0.0  # seconds spent scoring delivered images, off the clock
 
     def clock() -> float:
         return time.perf_counter() - t0 - paused
 
     def closure() -> torch.Tensor:
-        nonlocal shown, paused
+        nonlocal shown, kept, paused
         if clock() > r.seconds:
             raise _Stop
         opt.zero_grad()
         image = torch.sigmoid(z) if sigmoid else z
-        loss = texture_loss(descriptor(image), targets, r.layers, relative=True)
+        loss = texture_loss(descriptor(image), targets, r.layers)
         loss.backward()
         curve["t_s"].append(clock())
         scoring = time.perf_counter()
@@ -130,7 +138,9 @@ def optimise(
             curve["loss"].append(float(texture_loss(descriptor(shown), targets, r.layers)))
         curve["optimiser_loss"].append(loss.item())
         paused += time.perf_counter() - scoring
-        if r.target_loss is not None and curve["loss"][-1] <= r.target_loss:
+        if kept is None and r.target_loss is not None and curve["loss"][-1] <= r.target_loss:
+            kept = (shown, curve["loss"][-1])
+        if kept is not None and iterations() >= r.min_iterations:
             raise _Stop
         if not math.isfinite(curve["optimiser_loss"][-1]):
             raise _Stop
@@ -143,18 +153,17 @@ def optimise(
     except _Stop:
         pass
     target = r.target_loss
+    image, loss = kept or (shown, curve["loss"][-1])
     record = {
         "elapsed_s": clock(),
-        "iterations": opt.state[z].get("n_iter", 0)
-        if r.optimizer == "lbfgs"
-        else len(curve["t_s"]),
+        "iterations": iterations(),
         "evaluations": len(curve["t_s"]),
         "parity_s": None if target is None else time_to_parity(curve["t_s"], curve["loss"], target),
-        "loss": curve["loss"][-1],  # of the image returned, the last one scored
+        "loss": loss,  # of the image returned
         "best_loss": min(curve["loss"]),
         "curve": thin(curve),
     }
-    return record, shown
+    return record, image
 
 
 def synthesize(run: dict) -> dict:
@@ -173,7 +182,7 @@ def synthesize(run: dict) -> dict:
     with torch.no_grad():
         targets = {k: gram_matrix(v) for k, v in descriptor(texture).items()}
     warm = torch.rand(1, 3, r.height, r.width).requires_grad_(True)
-    texture_loss(descriptor(warm), targets, r.layers, relative=True).backward()
+    texture_loss(descriptor(warm), targets, r.layers).backward()
     setup_s = time.perf_counter() - begin
 
     runs = []
@@ -182,6 +191,9 @@ def synthesize(run: dict) -> dict:
         record, image = optimise(descriptor, targets, r, start)
         record["seed"] = seed
         if r.image_dir:
-            save_image(from_array(image[0].numpy()), Path(r.image_dir) / image_name(r.pixels, seed))
+            save_image(
+                from_array(image[0].numpy()),
+                Path(r.image_dir) / image_name(r.pixels, seed, r.height),
+            )
         runs.append(record)
     return {"pixels": r.pixels, "setup_s": setup_s, "runs": runs}

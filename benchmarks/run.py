@@ -361,24 +361,32 @@ class Benchmark:
         with torch.no_grad():
             targets = {k: gram_matrix(v) for k, v in descriptor(texture).items()}
         model = load(onnx, threads=cfg.threads)
-        paths = []
-        for seed in range(cfg.samples):
-            paths.append(f"images/generator_{seed}.png")
-            save_image(model.synthesize(size, size, seed=seed)[0], cfg.out / paths[-1])
-        samples = torch.cat([load_png(cfg.out / p) for p in paths])
+
+        def generated(side: int, name: str) -> tuple[list[str], torch.Tensor]:
+            paths = [f"images/{name}_{seed}.png" for seed in range(cfg.samples)]
+            for seed, path in enumerate(paths):
+                save_image(model.synthesize(side, side, seed=seed)[0], cfg.out / path)
+            return paths, torch.cat([load_png(cfg.out / p) for p in paths])
+
+        paths, samples = generated(size, "generator")
         noise = torch.rand(cfg.samples, 3, size, size, generator=torch.Generator().manual_seed(0))
         self.quality_state = (descriptor, targets)
+        sets = {
+            "generator": quality.evaluate(descriptor, targets, self.layers, samples),
+            "noise": quality.evaluate(descriptor, targets, self.layers, quality.delivered(noise)),
+            "texture": quality.evaluate(descriptor, targets, self.layers, texture),
+        }
+        large = cfg.gatys_memory_size
+        if cfg.gatys and large != size:  # the level Gatys must reach at the larger size
+            name = f"generator_{large}"
+            sets[name] = quality.evaluate(
+                descriptor, targets, self.layers, generated(large, name)[1]
+            )
         self.results["quality"] = {
             "status": "ok",
             "size": size,
             "circular": self.config.padding == "circular",
-            "sets": {
-                "generator": quality.evaluate(descriptor, targets, self.layers, samples),
-                "noise": quality.evaluate(
-                    descriptor, targets, self.layers, quality.delivered(noise)
-                ),
-                "texture": quality.evaluate(descriptor, targets, self.layers, texture),
-            },
+            "sets": sets,
         }
         save_image(load_image(self.texture_path), cfg.out / "images" / "texture.png")
         self.results["images"] = {"texture": "images/texture.png", "samples": paths}
@@ -427,20 +435,27 @@ class Benchmark:
                 )
                 record["variants"][pixels] = measure(run)
             best = gatys_baseline(record)
-            if cfg.gatys_memory_size != size:
-                memory_run = gatys.GatysRun(
+            large = cfg.gatys_memory_size
+            if large != size:
+                # One seed of the baseline at the larger size: its time to the generator's
+                # quality there, and its peak memory once L-BFGS's history is full.
+                large_target = self.results["quality"]["sets"][f"generator_{large}"]["texture_loss"]
+                large_run = gatys.GatysRun(
                     **{
                         **asdict(run),
                         "pixels": best,
-                        "height": cfg.gatys_memory_size,
-                        "width": cfg.gatys_memory_size,
-                        "iterations": MEMORY_ITERATIONS,
-                        "target_loss": None,
+                        "height": large,
+                        "width": large,
+                        "target_loss": large_target,
                         "seeds": [0],
-                        "image_dir": None,
+                        "min_iterations": MEMORY_ITERATIONS,
                     }
                 )
-                record["memory"] = {**measure(memory_run), "size": cfg.gatys_memory_size}
+                record["memory"] = {
+                    **measure(large_run),
+                    "size": large,
+                    "target_loss": large_target,
+                }
         except IsolatedError as e:
             record.update(status="failed", reason=str(e))
             return
@@ -449,7 +464,9 @@ class Benchmark:
         runs = record["variants"][best]["runs"]
         shown = next((r for r in runs if r["parity_s"] is not None), runs[0])
         path = "images/gatys_parity.png"
-        save_image(load_image(self.work / gatys.image_name(best, shown["seed"])), cfg.out / path)
+        save_image(
+            load_image(self.work / gatys.image_name(best, shown["seed"], size)), cfg.out / path
+        )
         record["image"] = {
             "path": path,
             "pixels": best,
@@ -462,6 +479,11 @@ class Benchmark:
             descriptor, targets, self.layers, load_png(cfg.out / path)
         )
         self.results["images"]["gatys"] = path
+        if "memory" in record:
+            large = record["memory"]["size"]
+            path = f"images/gatys_parity_{large}.png"
+            save_image(load_image(self.work / gatys.image_name(best, 0, large)), cfg.out / path)
+            self.results["images"][f"gatys_{large}"] = path
 
     # --- inputs of the quality and Gatys steps -----------------------------------------------
 

@@ -144,7 +144,10 @@ RESULTS_SCHEMA = {
                 "size": {"type": "integer", "minimum": 1},
                 "target_loss": {"type": "number"},
                 "variants": {"type": "object", "additionalProperties": _GATYS_CHILD},
-                "memory": {**_GATYS_CHILD, "required": [*_GATYS_CHILD["required"], "size"]},
+                "memory": {  # the baseline at the larger size: parity and peak memory
+                    **_GATYS_CHILD,
+                    "required": [*_GATYS_CHILD["required"], "size", "target_loss"],
+                },
                 "image": {"type": "object", "required": ["path", "pixels", "seed", "loss"]},
             },
             "else": {"required": ["size", "target_loss", "variants", "image"]},
