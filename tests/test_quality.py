@@ -22,8 +22,9 @@ from tn_export.export.graph import delivered
 from tn_export.generator import PyramidGenerator
 from tn_export.images import from_array, save_image, to_array
 
-# The bundled red_peppers model (29,291 over 8 seeds, README) must stay at or below this.
-BUNDLED_RED_PEPPERS_TARGET = 36_000
+# The bundled red_peppers model (22,446 over 8 seeds, README; 20,938 on this test's 2 seeds) must
+# stay at or below this.
+BUNDLED_RED_PEPPERS_TARGET = 27_000
 
 
 def _smooth_noise(size: int, blur: int, seed: int = 0) -> torch.Tensor:
@@ -177,4 +178,4 @@ def test_bundled_red_peppers_model_stays_within_its_stated_quality(
 ):
     result = _judge(shared_dir, vgg16_weights, "red_peppers", "red-peppers.jpg", tmp_path / "q")
     assert result["gram_distance"]["mean"] <= BUNDLED_RED_PEPPERS_TARGET
-    assert result["separation"] > 40
+    assert result["separation"] > 60

@@ -208,7 +208,7 @@ def test_the_recipe_is_the_default_and_paper_is_upstreams_v1(tmp_path):
         return _schedule(args)
 
     recipe = schedule()
-    assert recipe == {"batch_size": 2, "iterations": 2400, "lr": 0.05, "lr_decay": 0.8,
+    assert recipe == {"batch_size": 2, "iterations": 4800, "lr": 0.05, "lr_decay": 0.8,
                       "lr_step": 400}  # fmt: skip
     assert schedule("--preset", "paper") == PAPER
     assert schedule("--preset", "paper", "--lr", "0.02")["lr"] == 0.02  # options given win

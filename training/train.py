@@ -45,7 +45,7 @@ class TrainConfig:
     content: list[str] = field(default_factory=list)
     image_size: int = 256
     batch_size: int = 2
-    iterations: int = 2400
+    iterations: int = 4800
     lr: float = 0.05
     lr_decay: float = 0.8
     lr_step: int = 400
