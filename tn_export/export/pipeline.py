@@ -22,7 +22,7 @@ from torch import nn
 from .. import __version__
 from ..atomic import atomic_path, check_outputs, full_disk_names, refuse_overwriting_inputs
 from ..budget import MAX_SIDE, check_count, check_memory
-from ..checkpoint import load_model
+from ..checkpoint import Metadata, load_model, training_summary
 from ..contract import ModelContract
 from ..errors import UserError
 from ..generator import PyramidGenerator
@@ -235,7 +235,7 @@ def _check_multiples(shapes: list[tuple[int, int]] | None, lo: int, hi: int, mul
 
 def _contract(
     network: nn.Module,
-    metadata: dict,
+    metadata: Metadata,
     given: ModelContract | None,
     name: str,
     shapes: list[tuple[int, int]] | None,
@@ -254,14 +254,7 @@ def _contract(
         )
     config = network.config
     _check_multiples(shapes, lo, hi, config.size_multiple)
-    training = {
-        "descriptor": metadata.get("descriptor"),
-        "exemplar": metadata.get("exemplar"),
-        "iterations": metadata.get("iteration"),
-        "loss": metadata.get("loss"),
-        "source": metadata.get("source"),
-    }
-    training = {k: v for k, v in training.items() if v is not None}
+    training = training_summary(metadata)
     trained_on = f" trained on {training['exemplar']}" if "exemplar" in training else ""
     return ModelContract(
         mode=config.mode,
