@@ -8,7 +8,15 @@ import pickle
 import pytest
 import torch
 
-from tn_export.checkpoint import load_checkpoint, save_checkpoint
+from tn_export.checkpoint import (
+    MODELS,
+    Metadata,
+    TrainingState,
+    load_checkpoint,
+    save_checkpoint,
+    training_summary,
+)
+from tn_export.contract import TrainingSummary
 from tn_export.errors import UserError
 from tn_export.generator import PyramidGenerator
 
@@ -107,3 +115,23 @@ def test_missing_path_and_folder(tmp_path):
         load_checkpoint(tmp_path / "missing.pt")
     with pytest.raises(UserError, match="is a folder"):
         load_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["red_peppers", "starry"])
+def test_bundled_checkpoints_hold_only_the_typed_metadata_keys(name):
+    ckpt = load_checkpoint(MODELS / f"{name}.pt")
+    assert {"mode", "exemplar", "iteration", "loss"} <= set(ckpt.metadata)
+    assert set(ckpt.metadata) <= set(Metadata.__annotations__)
+    assert ckpt.training_state is None or set(ckpt.training_state) == set(
+        TrainingState.__annotations__
+    )
+
+
+def test_the_contract_records_the_iterations_a_checkpoint_was_trained_for():
+    metadata: Metadata = {"descriptor": "vgg16", "exemplar": "bricks.png", "iteration": 7,
+                          "loss": 1.5, "layers": ["relu1_1"], "world_size": 2}  # fmt: skip
+    summary = training_summary(metadata)
+    assert summary == {"descriptor": "vgg16", "exemplar": "bricks.png", "iterations": 7,
+                       "loss": 1.5}  # fmt: skip
+    assert set(summary) <= set(TrainingSummary.__annotations__)
+    assert training_summary({}) == {}

@@ -365,6 +365,41 @@ def test_the_python_api_exports_a_generator_at_several_precisions(
     assert [a["path"] for a in record["artifacts"]] == [str(r.path) for r in results]
 
 
+# What the Python API says of a bad argument, and what tn-export says of the same flag.
+WORDED = {
+    "min > max": ({"sizes": (512, 256)}, ["--min-size", "512", "--max-size", "256"],
+                  "min_size 512 is larger than max_size 256",
+                  "--min-size 512 is larger than --max-size 256"),
+    "not a multiple": ({"sizes": (100, 2048)}, ["--min-size", "100"],
+                       "min_size/max_size: 100 is not a positive multiple of 32",
+                       "--min-size/--max-size: 100 is not a positive multiple of 32"),
+    "one size": ({"sizes": [(256, 256)]}, ["--shapes", "256x256"],
+                 "e.g. min_size 64 and max_size 2048, or two different shapes",
+                 "e.g. --min-size 64 and --max-size 2048, or two different --shapes"),
+    "precision": ({"formats": "coreml", "precision": "int8"}, ["--precision", "int8"],
+                  "precision int8 is not available for Core ML",
+                  "--precision int8 is not available for Core ML"),
+    "image io": ({"image_io": True}, ["--image-io"],
+                 "image_io applies to Core ML only; use format coreml or all",
+                 "--image-io applies to Core ML only; use --format coreml or all"),
+    "name": ({"name": "../x"}, ["--name", "../x"], "name '../x' must be plain",
+             "--name '../x' must be plain"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(WORDED))
+def test_the_api_names_its_parameters_and_tn_export_its_flags(
+    case, full_checkpoint, tmp_path, capsys
+):
+    kwargs, flags, says, cli_says = WORDED[case]
+    with pytest.raises(UserError) as info:
+        tn_export.export(full_checkpoint, output_dir=tmp_path, **{"formats": "onnx", **kwargs})
+    assert says in str(info.value) and "--" not in str(info.value)
+    fmt = kwargs.get("formats", "onnx")
+    assert cli.main(["--format", fmt, str(full_checkpoint), *flags, "-o", str(tmp_path)]) == 2
+    assert cli_says in capsys.readouterr().err
+
+
 def test_the_python_api_needs_the_contract_of_a_network_that_is_not_a_generator(tmp_path):
     with pytest.raises(UserError, match="contract="):
         tn_export.export(torch.nn.Identity(), "onnx", tmp_path / "out")

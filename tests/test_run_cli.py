@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -207,3 +208,18 @@ def test_stylize_tiles_follow_tile_pixels(style_path, tmp_path, capsys, monkeypa
     tiles = [s for s in shapes if s[2:] == (64, 64)]
     assert len(tiles) > 4
     assert Image.open(tmp_path / "o.png").size == (300, 200)
+
+
+def test_stylize_of_one_large_photo_shows_progress_per_tile(style_path, tmp_path, capsys):
+    photo(300, 200).save(tmp_path / "p.png")
+    args = ["stylize", style_path, tmp_path / "p.png", "-o", tmp_path / "o.png"]
+    code, _, err = run([*args, "--tile-pixels", str(64 * 64)], capsys)
+    done = re.search(r"\b(\d+)/\1 \[.*tile", err)  # tqdm's finished bar: 24/24 [... 3.1tile/s]
+    assert code == 0 and done and int(done[1]) > 4, err
+
+
+def test_library_errors_are_worded_as_tn_run_flags(style_path, tmp_path, capsys):
+    photo(64, 64).save(tmp_path / "p.png")
+    args = ["stylize", style_path, tmp_path / "p.png", "-o", tmp_path / "o.png"]
+    code, _, err = run([*args, "--tile-pixels", "49"], capsys)
+    assert code == 2 and one_line_error(err).endswith("; raise --tile-pixels")

@@ -22,6 +22,7 @@ from tn_export import runtime
 from tn_export.contract import ModelContract
 from tn_export.errors import UserError
 from tn_export.images import load_image
+from tn_export.runtime import tiling
 
 MULTIPLE = 4  # PyramidGenerator(scales=3): pooling ratios 4, 2, 1
 TN_RUN = [sys.executable, "-c", "from tn_export.runtime.cli import main; raise SystemExit(main())"]
@@ -239,12 +240,12 @@ def test_tile_borders_show_no_seam(style_path):
     whole = pixels(runtime.load(style_path, tile_pixels=10**7).stylize(image))
 
     hard = pixels(runtime.load(style_path, tile_pixels=128 * 128, overlap=0).stylize(image))
-    cuts = np.array(runtime._tile_starts(512, 128, 0, MULTIPLE)[1:]) - 1  # between c and c + 1
+    cuts = np.array(tiling.tile_starts(512, 128, 0, MULTIPLE)[1:]) - 1  # between c and c + 1
     # The measure sees a seam where tiles are simply butted together ...
     assert seam_ratio(hard, whole, cuts) > 1.3
 
     blended = pixels(runtime.load(style_path, tile_pixels=128 * 128, overlap=16).stylize(image))
-    starts = runtime._tile_starts(512, 128, 16, MULTIPLE)
+    starts = tiling.tile_starts(512, 128, 16, MULTIPLE)
     shared = np.concatenate(
         [np.arange(b - 1, a + 128) for a, b in zip(starts, starts[1:], strict=False)]
     )
@@ -266,13 +267,13 @@ def test_tiles_cover_the_image_and_their_weights_sum_to_one(length, tile, overla
     tile *= multiple
     overlap = min(overlap * multiple, tile // 2 // multiple * multiple)
     padded = -(-length // multiple) * multiple
-    starts = runtime._tile_starts(padded, tile, overlap, multiple)
+    starts = tiling.tile_starts(padded, tile, overlap, multiple)
     tile = min(tile, padded)
     assert starts[0] == 0 and starts[-1] + tile >= padded
     assert all(s % multiple == 0 for s in starts)
     assert all(b - a <= tile - overlap for a, b in zip(starts, starts[1:], strict=False))
     total = np.zeros(length)
-    weights = runtime._blend_weights(starts, tile, overlap, length)
+    weights = tiling.blend_weights(starts, tile, overlap, length)
     for start, weight in zip(starts, weights, strict=True):
         assert len(weight) == min(start + tile, length) - start and (weight >= 0).all()
         total[start : start + len(weight)] += weight
@@ -454,3 +455,33 @@ def test_sessions_are_tuned_for_low_memory_unless_asked_not_to(texture_path):
 def test_a_tile_budget_below_one_tile_is_refused(style_path):
     with pytest.raises(UserError, match="tile budget"):
         runtime.load(style_path, tile_pixels=7 * 7)
+
+
+def test_library_errors_name_the_python_parameters_not_flags(texture_path, style_path):
+    with pytest.raises(UserError, match="raise tile_pixels$") as below:
+        runtime.load(style_path, tile_pixels=7 * 7)
+    with pytest.raises(UserError, match="a larger max_size$") as over:
+        runtime.load(texture_path).synthesize(4100, 64)
+    for info in (below, over):
+        assert "--" not in str(info.value)
+    assert below.value.params == ("tile_pixels",) and over.value.params == ("max_size",)
+
+
+def test_stylize_reports_progress_after_every_tile(style_path):
+    calls: list = []
+    model = runtime.load(style_path, tile_pixels=64 * 64, overlap=16)
+    model.stylize(photo(150, 100), progress=lambda done, total: calls.append((done, total)))
+    total = calls[0][1]
+    assert total > 4 and calls == [(i, total) for i in range(1, total + 1)]
+
+
+def test_the_runtime_package_only_exports(tmp_path):
+    """Its code lives in named modules (model, session, tiling); __init__ imports from them."""
+    import ast
+
+    tree = ast.parse(Path(runtime.__file__).read_text())
+    kinds = {type(node).__name__ for node in tree.body[1:]}  # after the docstring
+    assert kinds <= {"ImportFrom", "Assign"}, kinds
+    assert set(runtime.__all__) == {"DEFAULT_OVERLAP", "DEFAULT_TILE_PIXELS",
+                                    "IMAGE_BYTES_PER_PIXEL", "MIN_SIDE", "Model", "Progress",
+                                    "load"}  # fmt: skip

@@ -11,7 +11,13 @@ import torch
 from PIL import Image
 
 import training.train as train_module
-from tn_export.checkpoint import DEFAULT_MODEL, bundled_model, load_checkpoint
+from tn_export.checkpoint import (
+    DEFAULT_MODEL,
+    Metadata,
+    TrainingState,
+    bundled_model,
+    load_checkpoint,
+)
 from tn_export.descriptor import STYLE_LAYERS, TEXTURE_LAYERS, load_descriptor
 from tn_export.losses import gram_matrix, texture_loss
 from training.cli import main
@@ -49,6 +55,14 @@ def test_a_short_texture_run_lowers_the_loss_and_writes_everything(texture, tmp_
     ckpt = load_checkpoint(run / "model.pt")
     assert ckpt.metadata["iteration"] == 40 and ckpt.metadata["mode"] == "texture"
     assert len(ckpt.metadata["exemplar_sha256"]) == 64
+    # Written as typed in one place (tn_export.checkpoint), every key of both.
+    assert set(ckpt.metadata) == set(Metadata.__annotations__) - {
+        "source",
+        "file",
+        "recalibrated_norms",
+    }
+    assert set(ckpt.training_state) == set(TrainingState.__annotations__)
+    assert ckpt.training_state["iteration"] == 40
 
 
 def test_style_run(texture, tmp_path):

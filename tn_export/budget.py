@@ -1,7 +1,7 @@
 """The one budget every command checks sizes, counts and threads against before it allocates.
 
 Limits come from the machine (its memory, its cores) and from what a model costs per pixel; each
-refusal names the limit and the flag or environment variable that changes it. The costs are
+refusal names the limit and the parameter or environment variable that changes it. The costs are
 lower bounds, so that nothing that would fit is refused. Torch-free: the runtime uses it too.
 """
 
@@ -135,14 +135,16 @@ def probe_seconds() -> Limit:
     return Limit(value, source, PROBE_ENV)
 
 
-def check_memory(needed: float, what: str, fix: str) -> None:
-    """Refuse `what` when it needs more than the memory budget; `fix` says how to need less."""
+def check_memory(needed: float, what: str, fix: str, *params: str) -> None:
+    """Refuse `what` when it needs more than the memory budget; `fix` says how to need less,
+    naming `params` (UserError.params)."""
     limit = memory()
     if needed > limit.value:
         raise UserError(
             f"{what} needs at least {size_text(needed)} of memory, more than the "
             f"{size_text(limit.value)} of {limit.source}; {fix} (or set {MEMORY_ENV}=BYTES, "
-            "e.g. 64G, where more is available)"
+            "e.g. 64G, where more is available)",
+            *params,
         )
 
 
@@ -156,11 +158,12 @@ def unpacked_size(path: Path) -> int:
         return path.stat().st_size
 
 
-def check_count(value: int, what: str, limit: Limit | None = None) -> None:
-    """Refuse more than `limit` (default: the count limit) of something."""
+def check_count(value: int, what: str, limit: Limit | None = None, *params: str) -> None:
+    """Refuse more than `limit` (default: the count limit) of something; `what` names `params`
+    (UserError.params)."""
     limit = limit or count()
     if value > limit.value:
-        raise UserError(f"{what} {value} is over the limit of {limit}")
+        raise UserError(f"{what} {value} is over the limit of {limit}", *params)
 
 
 def generator_parameters(scales: int, channels: int, scale_in: int) -> int:

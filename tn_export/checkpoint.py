@@ -8,12 +8,14 @@ import platform
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 import torch
 
 from . import __version__
 from .atomic import atomic_path
 from .budget import check_memory, unpacked_size
+from .contract import TrainingSummary
 from .errors import UserError
 from .generator import GeneratorConfig, PyramidGenerator
 
@@ -29,13 +31,58 @@ def bundled_model(name: str) -> Path | None:
     return path if name and Path(name).name == name and path.is_file() else None
 
 
+class Metadata(TypedDict, total=False):
+    """What a checkpoint says about the generator beside its weights: the one list of its keys,
+    written by tn-train (and the .t7 reader), read by tn-export and tn-bench. Every key is
+    optional: a checkpoint written by hand, or by an older tn-train, may lack any of them."""
+
+    mode: str  # "texture" | "style"
+    descriptor: str  # "vgg19", "vgg16", "random"; "vgg19 (upstream)" for a .t7
+    layers: list[str]  # the descriptor layers of the texture loss
+    exemplar: str  # the texture's or style image's file name
+    exemplar_sha256: str
+    train_config: dict  # TrainConfig as plain values
+    world_size: int  # training processes under torchrun
+    precision: dict[str, str]  # {"descriptor": "bf16" | "fp32", "generator": ...}
+    iteration: int  # iterations trained
+    loss: float  # the loss at that iteration
+    # Batch norms recalibrated after training: the bundled red_peppers says so; tn-train now
+    # always recalibrates at the end of a run and does not write it.
+    recalibrated_norms: bool
+    source: str  # where a converted generator comes from ("texture_nets v1 (Lua Torch)")
+    file: str  # the file it was converted from
+    versions: dict[str, str]  # library_versions() of the writer, added by save_checkpoint
+
+
+class TrainingState(TypedDict):
+    """What `tn-train --resume` continues from: kept whole, so that a resumed run is the same as
+    an uninterrupted one. `iteration` is also in the Metadata, which other tools read."""
+
+    iteration: int
+    optimizer: dict  # Adam's state_dict
+    schedule: dict  # the learning-rate schedule's state_dict
+    rng: torch.Tensor  # torch.get_rng_state()
+
+
+def training_summary(metadata: Metadata) -> TrainingSummary:
+    """What an exported model's contract records of its training (ModelContract.training)."""
+    summary = {
+        "descriptor": metadata.get("descriptor"),
+        "exemplar": metadata.get("exemplar"),
+        "iterations": metadata.get("iteration"),
+        "loss": metadata.get("loss"),
+        "source": metadata.get("source"),
+    }
+    return TrainingSummary(**{k: v for k, v in summary.items() if v is not None})
+
+
 @dataclass
 class Checkpoint:
-    """A loaded checkpoint; `training_state` (optimizer, RNG, iteration) serves --resume only."""
+    """A loaded checkpoint; `training_state` serves --resume only."""
 
     generator: PyramidGenerator
-    metadata: dict = field(default_factory=dict)
-    training_state: dict | None = None
+    metadata: Metadata = field(default_factory=Metadata)
+    training_state: TrainingState | None = None
 
     @property
     def config(self) -> GeneratorConfig:
@@ -54,8 +101,8 @@ def library_versions() -> dict[str, str]:
 def save_checkpoint(
     path: str | os.PathLike,
     generator: PyramidGenerator,
-    metadata: dict | None = None,
-    training_state: dict | None = None,
+    metadata: Metadata | None = None,
+    training_state: TrainingState | None = None,
 ) -> None:
     """Write atomically: a crash or a full disk mid-write leaves the previous checkpoint intact."""
     payload = {

@@ -8,12 +8,24 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, fields
+from typing import TypedDict
 
 from .budget import DEFAULT_CHANNELS, MAX_PIXELS, MAX_SIDE, generator_bytes_per_pixel
 from .errors import UserError
 
 PREFIX = "tn_export."
 FORMAT_VERSION = 1
+
+
+class TrainingSummary(TypedDict, total=False):
+    """What a contract records of the generator's training, from its checkpoint's Metadata
+    (checkpoint.training_summary): the keys known of these."""
+
+    descriptor: str
+    exemplar: str
+    iterations: int  # the checkpoint's "iteration": how many it was trained for
+    loss: float
+    source: str
 
 
 @dataclass(frozen=True)
@@ -42,7 +54,7 @@ class ModelContract:
     name: str = "texture_network"
     description: str = ""
     tool_version: str = ""
-    training: dict = field(default_factory=dict)  # descriptor, exemplar, iterations, loss...
+    training: TrainingSummary = field(default_factory=TrainingSummary)
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:

@@ -4,14 +4,32 @@ from __future__ import annotations
 
 import argparse
 import functools
+import re
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 
 class UserError(Exception):
-    """Bad input from the user: a one-line message that names the problem and the fix (exit 2)."""
+    """Bad input from the user: a one-line message that names the problem and the fix (exit 2).
+
+    The library words it in its own terms: `params` are the parameters and settings it names
+    as the Python API spells them (tile_pixels, max_size), which a command rewords as its flags
+    (`worded`, through cli_entry's `flags`).
+    """
+
+    def __init__(self, message: str, *params: str) -> None:
+        super().__init__(message)
+        self.params = params
+
+    def worded(self, flags: Mapping[str, str]) -> str:
+        """The message with each of its params that `flags` maps written as that flag."""
+        text = str(self)
+        for param in self.params:
+            if param in flags:
+                text = re.sub(rf"(?<![\w-]){re.escape(param)}(?![\w-])", flags[param], text)
+        return text
 
 
 class Terminated(KeyboardInterrupt):
@@ -31,9 +49,12 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UserError(f"{message} (see {self.prog} --help)")
 
 
-def cli_entry(prog: str) -> Callable[[Callable[[list[str] | None], int | None]], Callable]:
+def cli_entry(
+    prog: str, flags: Mapping[str, str] | None = None
+) -> Callable[[Callable[[list[str] | None], int | None]], Callable]:
     """Wrap a CLI main: UserError -> exit 2, any other failure -> exit 1, one line on stderr;
-    Ctrl-C -> 130 and SIGTERM -> 143, each after cleaning up (see Terminated).
+    Ctrl-C -> 130 and SIGTERM -> 143, each after cleaning up (see Terminated). `flags` maps the
+    library's parameter names to the command's flags, e.g. {"tile_pixels": "--tile-pixels"}.
 
     `--debug` anywhere on the command line re-raises, so the traceback is shown.
     """
@@ -51,7 +72,7 @@ def cli_entry(prog: str) -> Callable[[Callable[[list[str] | None], int | None]],
             except UserError as e:
                 if debug:
                     raise
-                print(f"{prog}: error: {e}", file=sys.stderr)
+                print(f"{prog}: error: {e.worded(flags or {})}", file=sys.stderr)
                 return 2
             except Terminated:
                 print(f"{prog}: terminated", file=sys.stderr)

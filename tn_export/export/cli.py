@@ -24,6 +24,17 @@ from .reference import Validation
 
 # --- command line -----------------------------------------------------------------------------
 
+# tn_export.export's parameters (and the contract's size bounds) as this command's flags.
+FLAGS = {
+    "precision": "--precision",
+    "format": "--format",
+    "image_io": "--image-io",
+    "name": "--name",
+    "min_size": "--min-size",
+    "max_size": "--max-size",
+    "shapes": "--shapes",
+}
+
 
 def _parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="tn-export", description=__doc__.splitlines()[0])
@@ -138,7 +149,7 @@ def _progress(text: str) -> None:
     print(f"tn-export: {text}", file=sys.stderr, flush=True)
 
 
-@cli_entry("tn-export")
+@cli_entry("tn-export", FLAGS)
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = _parser().parse_args(argv)

@@ -43,17 +43,22 @@ def _check_options(
     contract: ModelContract, shapes: list[tuple[int, int]] | None, precision: str
 ) -> None:
     if precision not in PRECISIONS:
-        raise UserError(f"--precision {precision} is not available for Core ML; use fp16 or fp32")
+        raise UserError(
+            f"precision {precision} is not available for Core ML; use fp16 or fp32", "precision"
+        )
     if shapes is None:
         return
     if not 1 <= len(shapes) <= MAX_ENUMERATED_SHAPES:
-        raise UserError(f"--shapes needs 1 to {MAX_ENUMERATED_SHAPES} sizes, got {len(shapes)}")
+        raise UserError(
+            f"shapes needs 1 to {MAX_ENUMERATED_SHAPES} sizes, got {len(shapes)}", "shapes"
+        )
     m, lo, hi = contract.size_multiple, contract.min_size, contract.max_size
     for h, w in shapes:
         if h % m or w % m or not (lo <= h <= hi and lo <= w <= hi):
             raise UserError(
-                f"--shapes {h}x{w}: height and width must be multiples of {m} within "
-                f"[{lo}, {hi}] (e.g. {lo}x{lo})"
+                f"shapes {h}x{w}: height and width must be multiples of {m} within "
+                f"[{lo}, {hi}] (e.g. {lo}x{lo})",
+                "shapes",
             )
 
 

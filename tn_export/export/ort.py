@@ -15,13 +15,13 @@ from pathlib import Path
 import onnxruntime as ort
 from onnxruntime.tools.mobile_helpers.usability_checker import analyze_model
 
-from ..runtime import _session_options
+from ..runtime.session import session_options
 from .formats import FORMATS, Job
 
 
 def to_ort(src: Path, dst: Path) -> None:
     """Convert ONNX `src` to ORT format `dst`; metadata (the contract) is kept."""
-    options = _session_options(None, low_memory=True)  # every graph optimisation, as apps run
+    options = session_options()  # every graph optimisation, as apps run
     options.optimized_model_filepath = str(dst)
     options.add_session_config_entry("session.save_model_format", "ORT")
     # The tool's setting for targets other than "arm": keep QDQ int8 nodes portable.

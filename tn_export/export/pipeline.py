@@ -22,7 +22,7 @@ from torch import nn
 from .. import __version__
 from ..atomic import atomic_path, check_outputs, full_disk_names, refuse_overwriting_inputs
 from ..budget import MAX_SIDE, check_count, check_memory
-from ..checkpoint import load_model
+from ..checkpoint import Metadata, load_model, training_summary
 from ..contract import ModelContract
 from ..errors import UserError
 from ..generator import PyramidGenerator
@@ -82,8 +82,9 @@ def export(
     format's default. `sizes`: (min, max) side, or the enumerated (height, width) shapes; default
     64 to 2048, or the contract's bounds. An artifact that fails its check is not installed, nor is
     one that could not be checked ("not verified") unless `allow_unverified`; with
-    `validate=False` every artifact is installed unchecked. Bad arguments raise UserError, worded
-    as tn-export's options. `log` receives progress lines; `command` is recorded.
+    `validate=False` every artifact is installed unchecked. Bad arguments raise UserError naming
+    them as this function's parameters (its `params`; tn-export rewords them as its flags). `log`
+    receives progress lines; `command` is recorded.
     """
     start = time.perf_counter()
     targets = _targets(formats, precision)
@@ -138,8 +139,9 @@ def _targets(
         f = FORMATS[fmt]
         if asked and asked not in f.precisions:
             raise UserError(
-                f"--precision {asked} is not available for {f.label}; "
-                f"use {' or '.join(f.precisions)}"
+                f"precision {asked} is not available for {f.label}; "
+                f"use {' or '.join(f.precisions)}",
+                "precision",
             )
         targets.append((f, asked or f.precisions[0]))
     return list(dict.fromkeys(targets))
@@ -149,11 +151,13 @@ def _check_options(targets: list[tuple[Format, str]], image_io: bool, name: str 
     if image_io and not any(f.image_io for f, _ in targets):
         takes = [f for f in FORMATS.values() if f.image_io]
         raise UserError(
-            f"--image-io applies to {' and '.join(f.label for f in takes)} only; "
-            f"use --format {' or '.join(f.name for f in takes)} or all"
+            f"image_io applies to {' and '.join(f.label for f in takes)} only; "
+            f"use format {' or '.join(f.name for f in takes)} or all",
+            "image_io",
+            "format",
         )
     if name is not None and (not name or name.startswith(".") or os.sep in name or "/" in name):
-        raise UserError(f"--name {name!r} must be a plain file name such as red_peppers")
+        raise UserError(f"name {name!r} must be plain, without a folder, e.g. red_peppers", "name")
 
 
 def _bounds(
@@ -165,21 +169,25 @@ def _bounds(
     if isinstance(sizes[0], int):
         shapes, (lo, hi) = None, sizes
         if lo > hi:
-            raise UserError(f"--min-size {lo} is larger than --max-size {hi}")
+            raise UserError(f"min_size {lo} is larger than max_size {hi}", "min_size", "max_size")
     else:
         shapes = list(dict.fromkeys((int(h), int(w)) for h, w in sizes))
-        check_count(len(shapes), "--shapes: the number of sizes")
+        check_count(len(shapes), "shapes: the number of sizes", None, "shapes")
         dims = [d for shape in shapes for d in shape]
         lo, hi = min(dims), max(dims)
     if hi > MAX_SIDE:  # before anything is built: validation would run at this size
         raise UserError(
             f"size {hi} is over the largest side tn-export builds, {MAX_SIDE} pixels; "
-            "use e.g. --max-size 2048"
+            "use e.g. max_size 2048",
+            "max_size",
         )
     if lo == hi:
         raise UserError(
             f"sizes give only {lo}x{lo}; a flexible model needs a range, "
-            "e.g. --min-size 64 --max-size 2048 or two different --shapes"
+            "e.g. min_size 64 and max_size 2048, or two different shapes",
+            "min_size",
+            "max_size",
+            "shapes",
         )
     return shapes, lo, hi
 
@@ -189,8 +197,9 @@ def _check_installed(targets: list[tuple[Format, str]]) -> None:
         missing = [m for m in f.requires if importlib.util.find_spec(m) is None]
         if missing:
             raise UserError(
-                f"--format {f.name} needs {', '.join(missing)}, which is not installed; "
-                f"pip install {' '.join(missing)}"
+                f"format {f.name} needs {', '.join(missing)}, which is not installed; "
+                f"pip install {' '.join(missing)}",
+                "format",
             )
 
 
@@ -223,19 +232,20 @@ def _sides(f: Format, file: str) -> list[str]:
 
 
 def _check_multiples(shapes: list[tuple[int, int]] | None, lo: int, hi: int, multiple: int) -> None:
-    what = "--shapes" if shapes else "--min-size/--max-size"
+    params = ("shapes",) if shapes else ("min_size", "max_size")
     for size in (d for s in shapes for d in s) if shapes else (lo, hi):
         if size < multiple or size % multiple:
             fix = max(multiple, size // multiple * multiple)
             raise UserError(
-                f"{what}: {size} is not a positive multiple of {multiple}, this model's size "
-                f"multiple; use e.g. {fix}"
+                f"{'/'.join(params)}: {size} is not a positive multiple of {multiple}, this "
+                f"model's size multiple; use e.g. {fix}",
+                *params,
             )
 
 
 def _contract(
     network: nn.Module,
-    metadata: dict,
+    metadata: Metadata,
     given: ModelContract | None,
     name: str,
     shapes: list[tuple[int, int]] | None,
@@ -254,14 +264,7 @@ def _contract(
         )
     config = network.config
     _check_multiples(shapes, lo, hi, config.size_multiple)
-    training = {
-        "descriptor": metadata.get("descriptor"),
-        "exemplar": metadata.get("exemplar"),
-        "iterations": metadata.get("iteration"),
-        "loss": metadata.get("loss"),
-        "source": metadata.get("source"),
-    }
-    training = {k: v for k, v in training.items() if v is not None}
+    training = training_summary(metadata)
     trained_on = f" trained on {training['exemplar']}" if "exemplar" in training else ""
     return ModelContract(
         mode=config.mode,
@@ -284,7 +287,8 @@ def _check_runs_fit(contract: ModelContract, shapes: list[tuple[int, int]] | Non
     checks run at sizes among those asked for): refused before anything is built."""
     h, w = max(shapes, key=lambda s: s[0] * s[1]) if shapes else (contract.max_size,) * 2
     run = h * w * contract.bytes_per_pixel
-    check_memory(run, f"one run of this model at {h}x{w}", "lower --max-size or --shapes")
+    what, fix = f"one run of this model at {h}x{w}", "lower max_size or shapes"
+    check_memory(run, what, fix, "max_size", "shapes")
 
 
 # --- building, checking, installing -----------------------------------------------------------

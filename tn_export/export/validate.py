@@ -18,14 +18,14 @@ import onnxruntime as ort
 
 from ..contract import ModelContract
 from ..errors import UserError
-from ..runtime import _session_options
+from ..runtime.session import session_options
 from .formats import Options
 from .reference import OutputMismatch, Reference, Validation
 
 
 def session(path: str | os.PathLike) -> ort.InferenceSession:
     """A CPU session for an .onnx or .ort file (bytes: ORT format is then recognised by content)."""
-    options = _session_options(None, low_memory=True)
+    options = session_options()
     return ort.InferenceSession(
         Path(path).read_bytes(), options, providers=["CPUExecutionProvider"]
     )

@@ -7,6 +7,8 @@ import re
 import secrets
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tqdm import tqdm
@@ -16,7 +18,10 @@ from ..atomic import check_outputs, file_key, refuse_overwriting_inputs
 from ..budget import number
 from ..errors import ArgumentParser, UserError, cli_entry
 from ..images import SAVE_FORMATS, image_files, load_image, save_image
-from . import DEFAULT_TILE_PIXELS, IMAGE_BYTES_PER_PIXEL, Model, load
+from . import DEFAULT_TILE_PIXELS, IMAGE_BYTES_PER_PIXEL, Model, Progress, load
+
+# The runtime's parameters as this command's flags; max_size is tn-export's, which sets it.
+FLAGS = {"tile_pixels": "--tile-pixels", "max_size": "--max-size"}
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -142,6 +147,25 @@ def _stylize_targets(inputs: list[Path], output: Path) -> list[tuple[Path, Path]
     return pairs
 
 
+@contextmanager
+def _tile_bar(leave: bool) -> Iterator[Progress]:
+    """A `stylize` progress callback: a tqdm bar of the image's tiles on stderr, opened at the
+    first tile of an image in several (one tile shows nothing)."""
+    bars: list[tqdm] = []
+
+    def progress(done: int, total: int) -> None:
+        if not bars and total > 1:
+            bars.append(tqdm(total=total, unit="tile", leave=leave, file=sys.stderr))
+        for bar in bars:
+            bar.update(done - bar.n)
+
+    try:
+        yield progress
+    finally:
+        for bar in bars:
+            bar.close()
+
+
 def _stylize(model: Model, args: argparse.Namespace) -> None:
     pairs = _stylize_targets(args.inputs, args.output)
     refuse_overwriting_inputs([t for _, t in pairs], [args.model, *(s for s, _ in pairs)])
@@ -152,12 +176,14 @@ def _stylize(model: Model, args: argparse.Namespace) -> None:
         try:
             # An image whose buffers alone would not fit is refused before it is decoded.
             image = load_image(source, per_pixel=IMAGE_BYTES_PER_PIXEL, use="to stylize")
-            save_image(model.stylize(image), target)
+            with _tile_bar(leave=len(pairs) == 1) as progress:
+                styled = model.stylize(image, progress)
+            save_image(styled, target)
         except UserError as e:
             if len(pairs) == 1:
                 raise
             failed += 1
-            tqdm.write(f"tn-run: skipped: {e}", file=sys.stderr)
+            tqdm.write(f"tn-run: skipped: {e.worded(FLAGS)}", file=sys.stderr)
     took = time.perf_counter() - start
     if failed:
         raise UserError(f"{failed} of {len(pairs)} images could not be stylized (listed above)")
@@ -165,7 +191,7 @@ def _stylize(model: Model, args: argparse.Namespace) -> None:
     print(f"wrote {where} in {took:.2f} s")
 
 
-@cli_entry("tn-run")
+@cli_entry("tn-run", FLAGS)
 def main(argv: list[str] | None = None) -> int:
     """tn-run synthesize MODEL --size WxH -o OUT | tn-run stylize MODEL INPUT... -o OUT."""
     args = _parser().parse_args(argv)
