@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 import math
 import time
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import torch
 from tqdm import tqdm
 
 from tn_export import budget
-from tn_export.checkpoint import load_checkpoint, save_checkpoint
+from tn_export.checkpoint import Metadata, TrainingState, load_checkpoint, save_checkpoint
 from tn_export.descriptor import CONTENT_LAYER, STYLE_LAYERS, TEXTURE_LAYERS, load_descriptor
 from tn_export.errors import UserError
 from tn_export.export.graph import delivered
@@ -32,6 +33,7 @@ class TrainingError(RuntimeError):
 # Upstream texture_nets v1 (texture_train.lua): Adam, lr 0.1 x0.8 every 300 iterations, batch 16,
 # 1500 iterations, the absolute Gram loss.
 PAPER = {"batch_size": 16, "iterations": 1500, "lr": 0.1, "lr_decay": 0.8, "lr_step": 300}
+PARTS = ("descriptor", "generator")  # each autocasts to bf16 or not, as --PART-precision says
 
 
 @dataclass
@@ -102,7 +104,7 @@ class TrainConfig:
             raise UserError(
                 f"--image-size {self.image_size} is not a multiple of 32; use e.g. 128, 256 or 512"
             )
-        for part in ("descriptor", "generator"):
+        for part in PARTS:
             if getattr(self, f"{part}_precision") not in ("auto", "fp32", "bf16"):
                 raise UserError(f"--{part}-precision must be auto, fp32 or bf16")
         if self.diversity_weight and self.batch_size < 2:
@@ -128,6 +130,118 @@ def train(cfg: TrainConfig) -> Path:
 
 
 def _train(cfg: TrainConfig, ranks: Ranks) -> Path:
+    """The loop: one step per iteration, then the periodic actions that are due."""
+    run = _setup(cfg, ranks)
+    main = ranks.is_main
+    iterations = range(run.start + 1, cfg.iterations + 1)
+    with (
+        _open_log(cfg, main) as log,
+        tqdm(
+            iterations,
+            initial=run.start,
+            total=cfg.iterations,
+            desc=f"tn-train {cfg.mode}",
+            dynamic_ncols=True,
+            disable=not main,
+        ) as bar,
+    ):
+        try:
+            for it in bar:
+                x, terms = _step(run, it)
+                bar.set_postfix(loss=f"{run.loss:.4g}")
+                last, quality = it == cfg.iterations, {}
+                if main and (it % cfg.sample_every == 0 or last):
+                    quality = _sample(run, x, it)
+                if log and (it % cfg.log_every == 0 or last or quality):
+                    _log(log, run, {**terms, **quality})
+                if main and last and cfg.norm == "batch":
+                    _recalibrate_norms(run.generator, run.next_input)
+                if main and (it % cfg.checkpoint_every == 0 or last):
+                    _save(run)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: keep the last finished iteration, stop
+            if main and run.done > run.start:
+                _save(run)
+            raise
+    ranks.barrier()  # every rank returns once rank 0's final checkpoint is written
+    return run.checkpoint
+
+
+@dataclass
+class _Objective:
+    """The loss of a batch: the descriptor under its autocast, the exemplar's Gram targets and
+    the weights of the terms."""
+
+    cfg: TrainConfig
+    descriptor: torch.nn.Module
+    cast: torch.autocast
+    content: bool  # style mode: a content term on the descriptor's content layer
+    targets: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def describe(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Named activations, bf16 under bf16 autocast (the Gram matrices then are bf16 too)."""
+        with self.cast:
+            return self.descriptor(images)
+
+    @torch.no_grad()
+    def aim_at(self, exemplar: torch.Tensor) -> None:
+        """Set the targets: the exemplar's Gram matrices on the texture layers."""
+        feats = self.describe(exemplar)
+        self.targets = {k: gram_matrix(feats[k].float()) for k in self.cfg.layers}
+
+    def terms(self, x: torch.Tensor, out: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The weighted loss terms of the generator's output `out` for its input `x`."""
+        cfg, feats = self.cfg, self.describe(out)
+        terms = {
+            "texture": cfg.style_weight
+            * texture_loss(feats, self.targets, cfg.layers, cfg.relative_loss)
+        }
+        if self.content:
+            with torch.no_grad():
+                target = self.describe(x)[cfg.content_layer].float()
+            content = content_loss(feats[cfg.content_layer].float(), target)
+            terms["content"] = cfg.content_weight * content
+        if cfg.tv_weight:
+            terms["tv"] = cfg.tv_weight * tv_loss(out)
+        if cfg.diversity_weight:
+            diversity = diversity_loss(feats[cfg.layers[-1]].float())
+            terms["diversity"] = cfg.diversity_weight * diversity
+        return terms
+
+
+@dataclass
+class _Run:
+    """A run's state: what the step uses and the periodic actions record."""
+
+    cfg: TrainConfig
+    ranks: Ranks
+    checkpoint: Path  # OUT/model.pt
+    share: slice  # this rank's part of the global batch
+    objective: _Objective
+    crops: ContentCrops | None  # style mode's content images
+    generator: PyramidGenerator
+    model: torch.nn.Module  # the generator, wrapped in DDP under torchrun
+    generate_cast: torch.autocast
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.StepLR
+    metadata: Metadata
+    start: int  # the iteration resumed from; 0 for a new run
+    done: int = 0  # the last iteration whose optimiser step is taken
+    loss: float = math.nan  # its loss, averaged over ranks
+    started: float = field(default_factory=time.perf_counter)
+
+    def next_input(self) -> torch.Tensor:
+        """This rank's share of the next global batch: noise, or content crops."""
+        cfg = self.cfg
+        if self.crops is None:
+            x = self.generator.sample_input(cfg.batch_size, cfg.image_size, cfg.image_size)
+            x = x[self.share]
+        else:
+            x = self.crops.batch(cfg.batch_size, self.share)
+        return x.to(self.ranks.device)
+
+
+def _setup(cfg: TrainConfig, ranks: Ranks) -> _Run:
+    """The objective, the generator and its optimiser, resumed from OUT/model.pt if asked."""
     share = ranks.share(cfg.batch_size)
     if cfg.diversity_weight and share.stop - share.start < 2:
         raise UserError("--diversity-weight needs at least 2 samples per process in --batch-size")
@@ -139,50 +253,18 @@ def _train(cfg: TrainConfig, ranks: Ranks) -> Path:
     descriptor = load_descriptor(cfg.descriptor, needs, cfg.descriptor_weights)
     # Channels-last: oneDNN's convolutions skip a layout conversion per layer (6-13 % here).
     descriptor = descriptor.to(device, memory_format=torch.channels_last)
-    bf16 = {
-        "descriptor": _bf16(cfg.descriptor_precision, device),
-        "generator": _bf16(cfg.generator_precision, device),
-    }
-    describe_cast, generate_cast = (
-        torch.autocast(device.type, torch.bfloat16, enabled=bf16[part])
-        for part in ("descriptor", "generator")
-    )
-
-    def describe(images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Named activations, bf16 under bf16 autocast (the Gram matrices then are bf16 too)."""
-        with describe_cast:
-            return descriptor(images)
-
-    with torch.no_grad():
-        feats = describe(exemplar)
-        targets = {k: gram_matrix(feats[k].float()) for k in cfg.layers}
-
-    def loss_terms(x: torch.Tensor, out: torch.Tensor) -> dict[str, torch.Tensor]:
-        feats = describe(out)
-        terms = {
-            "texture": cfg.style_weight
-            * texture_loss(feats, targets, cfg.layers, cfg.relative_loss)
-        }
-        if crops is not None:
-            with torch.no_grad():
-                target = describe(x)[cfg.content_layer].float()
-            content = content_loss(feats[cfg.content_layer].float(), target)
-            terms["content"] = cfg.content_weight * content
-        if cfg.tv_weight:
-            terms["tv"] = cfg.tv_weight * tv_loss(out)
-        if cfg.diversity_weight:
-            diversity = diversity_loss(feats[cfg.layers[-1]].float())
-            terms["diversity"] = cfg.diversity_weight * diversity
-        return terms
-
+    bf16 = {part: _bf16(getattr(cfg, f"{part}_precision"), device) for part in PARTS}
+    cast = {part: torch.autocast(device.type, torch.bfloat16, enabled=bf16[part]) for part in PARTS}
+    objective = _Objective(cfg, descriptor, cast["descriptor"], content=crops is not None)
+    objective.aim_at(exemplar)
     generator = PyramidGenerator(cfg.mode, norm=cfg.norm, padding=cfg.padding).to(device)
     model = ranks.wrap(generator)
     optimizer = torch.optim.Adam(generator.parameters(), lr=cfg.lr)
     schedule = torch.optim.lr_scheduler.StepLR(optimizer, cfg.lr_step, gamma=cfg.lr_decay)
-    ckpt_path, start = cfg.out / "model.pt", 0
+    checkpoint, start = cfg.out / "model.pt", 0
     if cfg.resume:
-        start = _resume(ckpt_path, generator, optimizer, schedule, ranks)
-    metadata = {
+        start = _resume(checkpoint, generator, optimizer, schedule, ranks)
+    metadata: Metadata = {
         "mode": cfg.mode,
         "descriptor": cfg.descriptor,
         "layers": list(cfg.layers),
@@ -192,101 +274,94 @@ def _train(cfg: TrainConfig, ranks: Ranks) -> Path:
         "world_size": ranks.world_size,
         "precision": {part: "bf16" if on else "fp32" for part, on in bf16.items()},
     }
-
-    def save(iteration: int, loss: float) -> None:
-        state = {
-            "iteration": iteration,
-            "optimizer": optimizer.state_dict(),
-            "schedule": schedule.state_dict(),
-            "rng": torch.get_rng_state(),
-        }
-        save_checkpoint(
-            ckpt_path, generator, {**metadata, "iteration": iteration, "loss": loss}, state
-        )
-
     generator.train()
-    loss_value, done = math.nan, start
-    if ranks.is_main:
-        cfg.out.mkdir(parents=True, exist_ok=True)
-    # A new run (tn-train --overwrite) starts a new log; a resumed one continues its own.
-    mode = "a" if cfg.resume else "w"
-    log = open(cfg.out / "log.jsonl", mode) if ranks.is_main else None  # noqa: SIM115 (closed below)
-    bar = tqdm(
-        range(start + 1, cfg.iterations + 1),
-        initial=start,
-        total=cfg.iterations,
-        desc=f"tn-train {cfg.mode}",
-        dynamic_ncols=True,
-        disable=not ranks.is_main,
+    return _Run(
+        cfg=cfg,
+        ranks=ranks,
+        checkpoint=checkpoint,
+        share=share,
+        objective=objective,
+        crops=crops,
+        generator=generator,
+        model=model,
+        generate_cast=cast["generator"],
+        optimizer=optimizer,
+        schedule=schedule,
+        metadata=metadata,
+        start=start,
+        done=start,
     )
-    t0 = time.perf_counter()
 
-    def next_input() -> torch.Tensor:
-        """This rank's share of the next global batch: noise, or content crops."""
-        if crops is None:
-            x = generator.sample_input(cfg.batch_size, cfg.image_size, cfg.image_size)[share]
+
+def _step(run: _Run, it: int) -> tuple[torch.Tensor, dict[str, float]]:
+    """One optimiser step on the next batch: its input and its loss terms (the global batch's,
+    the same on every rank, so that all ranks stop together on a NaN)."""
+    cfg = run.cfg
+    x = run.next_input()
+    with run.generate_cast, run.ranks.own_noise(cfg.seed, it) if run.crops else nullcontext():
+        out = run.model(x)
+    terms = run.objective.terms(x, out.float())
+    loss = sum(terms.values())
+    means = run.ranks.mean(torch.stack(list(terms.values()))).tolist()
+    averaged = dict(zip(terms, means, strict=True))
+    loss_value = sum(averaged.values())
+    if not math.isfinite(loss_value):
+        lower = f"lower --lr (now {cfg.lr})"
+        # This run has a checkpoint if it resumed one or saved one before this iteration.
+        if cfg.resume or it > cfg.checkpoint_every:
+            kept = f"the last good checkpoint {run.checkpoint} is kept: {lower} and --resume"
         else:
-            x = crops.batch(cfg.batch_size, share)
-        return x.to(device)
+            kept = f"no checkpoint was written yet: {lower} and run again"
+        raise TrainingError(f"loss became {loss_value} at iteration {it}; {kept}")
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    run.optimizer.step()
+    run.schedule.step()
+    run.done, run.loss = it, loss_value
+    return x, averaged
 
-    try:
-        for it in bar:
-            x = next_input()
-            with generate_cast, ranks.own_noise(cfg.seed, it) if crops else nullcontext():
-                out = model(x)
-            terms = loss_terms(x, out.float())
-            loss = sum(terms.values())
-            # The global batch's terms, the same on every rank: all ranks stop together on NaN.
-            means = dict(
-                zip(terms, ranks.mean(torch.stack(list(terms.values()))).tolist(), strict=True)
-            )
-            loss_value = sum(means.values())
-            if not math.isfinite(loss_value):
-                lower = f"lower --lr (now {cfg.lr})"
-                # This run has a checkpoint if it resumed one or saved one before this iteration.
-                if cfg.resume or it > cfg.checkpoint_every:
-                    kept = f"the last good checkpoint {ckpt_path} is kept: {lower} and --resume"
-                else:
-                    kept = f"no checkpoint was written yet: {lower} and run again"
-                raise TrainingError(f"loss became {loss_value} at iteration {it}; {kept}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            bar.set_postfix(loss=f"{loss_value:.4g}")
-            quality = {}
-            if ranks.is_main and (it % cfg.sample_every == 0 or it == cfg.iterations):
-                _save_sample(generator, x, cfg.out / "samples" / f"iter_{it:06d}.png")
-                if crops is None:
-                    # The quality yardstick on what a user would get now (docs/training.md).
-                    quality["eval_distance"] = _eval_distance(generator, describe, targets, cfg)
-            if log and (it % cfg.log_every == 0 or it == cfg.iterations or quality):
-                row = {
-                    "iteration": it,
-                    "loss": loss_value,
-                    "lr": schedule.get_last_lr()[0],
-                    "seconds": round(time.perf_counter() - t0, 3),
-                    **means,
-                    **quality,
-                }
-                log.write(json.dumps(row) + "\n")
-                log.flush()
-            if ranks.is_main and it == cfg.iterations and cfg.norm == "batch":
-                _recalibrate_norms(generator, next_input)
-            if ranks.is_main and (it % cfg.checkpoint_every == 0 or it == cfg.iterations):
-                save(it, loss_value)
-            done = it
-    except KeyboardInterrupt:
-        # Ctrl-C: keep what was learnt up to the last finished iteration, then stop.
-        if ranks.is_main and done > start:
-            save(done, loss_value)
-        raise
-    finally:
-        bar.close()
-        if log:
-            log.close()
-    ranks.barrier()  # every rank returns once rank 0's final checkpoint is written
-    return ckpt_path
+
+def _sample(run: _Run, x: torch.Tensor, it: int) -> dict[str, float]:
+    """Save a sample of the batch's first input; for textures, return the quality yardstick on
+    what a user would get now (docs/training.md)."""
+    _save_sample(run.generator, x, run.cfg.out / "samples" / f"iter_{it:06d}.png")
+    if run.crops is not None:
+        return {}
+    return {"eval_distance": _eval_distance(run.generator, run.objective)}
+
+
+def _log(log: TextIO, run: _Run, values: dict[str, float]) -> None:
+    """One row of log.jsonl: the loss, the learning rate, the time so far and `values`."""
+    row = {
+        "iteration": run.done,
+        "loss": run.loss,
+        "lr": run.schedule.get_last_lr()[0],
+        "seconds": round(time.perf_counter() - run.started, 3),
+        **values,
+    }
+    log.write(json.dumps(row) + "\n")
+    log.flush()
+
+
+def _save(run: _Run) -> None:
+    """Checkpoint the last finished iteration, atomically, with the state --resume needs."""
+    state: TrainingState = {
+        "iteration": run.done,
+        "optimizer": run.optimizer.state_dict(),
+        "schedule": run.schedule.state_dict(),
+        "rng": torch.get_rng_state(),
+    }
+    metadata: Metadata = {**run.metadata, "iteration": run.done, "loss": run.loss}
+    save_checkpoint(run.checkpoint, run.generator, metadata, state)
+
+
+def _open_log(cfg: TrainConfig, main: bool) -> AbstractContextManager[TextIO | None]:
+    """Rank 0's log.jsonl (other ranks log nothing). A new run (tn-train --overwrite) starts a
+    new log; a resumed one continues its own."""
+    if not main:
+        return nullcontext()
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    return open(cfg.out / "log.jsonl", "a" if cfg.resume else "w")
 
 
 def _bf16(choice: str, device: torch.device) -> bool:
@@ -349,9 +424,10 @@ def _recalibrate_norms(generator: PyramidGenerator, draw) -> None:
 
 
 @torch.no_grad()
-def _eval_distance(generator: PyramidGenerator, describe, targets: dict, cfg: TrainConfig) -> float:
+def _eval_distance(generator: PyramidGenerator, objective: _Objective) -> float:
     """Mean absolute Gram distance of two delivered eval-mode samples (fixed seeds) at the
     training size: the yardstick of `tn-bench quality`, in the training descriptor."""
+    cfg, targets = objective.cfg, objective.targets
     was_training = generator.training
     generator.eval()
     total = 0.0
@@ -360,7 +436,7 @@ def _eval_distance(generator: PyramidGenerator, describe, targets: dict, cfg: Tr
             1, cfg.image_size, cfg.image_size, torch.Generator().manual_seed(seed)
         )
         image = delivered(generator(noise.to(targets[cfg.layers[0]].device)).float())
-        feats = {k: v.float() for k, v in describe(image).items()}
+        feats = {k: v.float() for k, v in objective.describe(image).items()}
         total += float(texture_loss(feats, targets, cfg.layers))
     generator.train(was_training)
     return total / 2
