@@ -109,7 +109,7 @@ def test_validate_onnx_passes_fp32_and_says_where_it_looked(exported):
     _, contract, paths, reference = exported
     v = validate_onnx(paths["fp32"], reference, "fp32")
     assert v.ok is True and v.summary.startswith("ok")
-    assert set(v.details["max_abs_error"]) == {f"{h}x{w}" for h, w in validation_sizes(contract)}
+    assert set(v.details["max_abs_error"]) == {f"{w}x{h}" for h, w in validation_sizes(contract)}
     assert max(v.details["max_abs_error"].values()) <= 1e-4
 
 

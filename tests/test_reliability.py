@@ -737,7 +737,7 @@ CASES = [
     case("negative --batch-size", "tn-train", f"{TRAIN} --batch-size -2", 2,
          "argument --batch-size: must be positive"),
     case("zero --runs", "tn-bench", f"{bench()} --runs 0", 2, "--runs",
-         "must be positive", "tn-bench --help"),
+         "must be positive", "tn-bench run --help"),
     case("negative --threads", "tn-bench", f"{bench()} --threads -1", 2, "--threads",
          "must be positive"),
     case("negative --min-size", "tn-export", f"{EXPORT} {{checkpoint}} --min-size -32 "
