@@ -322,6 +322,7 @@ def test_shapes_are_the_sizes_validated(copied_onnx, small_checkpoint, tmp_path)
     assert cli.main(argv) == 0
     record = json.loads((out / "bricks.export.json").read_text())
     assert (record["contract"]["min_size"], record["contract"]["max_size"]) == (32, 64)
+    assert record["size_order"] == "WIDTHxHEIGHT"
     (art,) = record["artifacts"]
     assert set(art["validation"]["details"]["max_abs_error"]) == {"32x64", "48x32"}
 

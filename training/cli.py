@@ -132,8 +132,8 @@ def _parser() -> argparse.ArgumentParser:
 def _schedule(args: argparse.Namespace) -> dict:
     """Batch size, iterations and learning-rate schedule: given options, else the preset's."""
     preset = PAPER if args.preset == "paper" else {}
-    given = {k: getattr(args, k) for k in PAPER if getattr(args, k) is not None}
-    return {k: DEFAULTS[k] for k in PAPER} | preset | given
+    asked = {k: getattr(args, k) for k in PAPER if getattr(args, k) is not None}
+    return {k: DEFAULTS[k] for k in PAPER} | preset | asked
 
 
 def config(args: argparse.Namespace) -> TrainConfig:

@@ -376,13 +376,13 @@ class _Run:
         self.bar.update()
         result.timings["build"] = time.perf_counter() - start
         start = time.perf_counter()
-        result.io = f.describe(path)
+        with quiet.converters(self.verbose):
+            result.io = f.describe(path)
         if self.validate:
             self._step(f, result.precision, "validating")
             with quiet.converters(self.verbose):
-                validation = f.validate(path, self.reference, result.precision, self.options)
+                result.validation = f.validate(path, self.reference, result.precision, self.options)
             self.bar.update()
-            result.validation = validation
             result.validation.details |= self.built[f.name, result.precision][1]
             if result.validation.ok is None:
                 kept = (
@@ -427,6 +427,7 @@ def _record(
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": list(command) if command is not None else None,
         "checkpoint": str(source) if source is not None else None,
+        "size_order": "WIDTHxHEIGHT",  # of every size below, e.g. the validation's "512x2048"
         "contract": asdict(contract),
         "artifacts": [
             {
