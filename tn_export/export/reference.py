@@ -109,7 +109,7 @@ class Reference:
             got = np.asarray(predict(x.numpy()), np.float32)
             if got.shape != expected.shape:
                 raise OutputMismatch(
-                    f"output shape {got.shape} at {h}x{w}, expected {expected.shape}"
+                    f"output shape {got.shape} at {w}x{h}, expected {expected.shape}"
                 )
             errors[f"{w}x{h}"] = float(np.abs(got - expected).max())
             psnrs[f"{w}x{h}"] = psnr(got, expected)
