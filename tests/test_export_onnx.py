@@ -149,7 +149,7 @@ def test_int8_is_quantized_and_judged_by_psnr(exported):
     v = validate_onnx(paths["int8"], reference, "int8")
     for i, (h, w) in enumerate(validation_sizes(contract)):
         got, expected = outputs(paths["int8"], generator, contract, h, w, seed=i)
-        assert v.details["psnr_db"][f"{h}x{w}"] == pytest.approx(psnr(got, expected))
+        assert v.details["psnr_db"][f"{w}x{h}"] == pytest.approx(psnr(got, expected))
     worst = min(v.details["psnr_db"].values())
     assert 20 < worst < 100  # quantized for real, not broken
     assert v.ok is (worst >= 30)
