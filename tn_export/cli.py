@@ -21,8 +21,6 @@ class HelpFormatter(argparse.HelpFormatter):
         nothing = default is None or default is False or default is argparse.SUPPRESS
         if "default" in text or action.required or nothing:
             return text
-        if isinstance(default, list | tuple):
-            default = ",".join(map(str, default))
         return f"{text} (default: {str(default).replace('%', '%%')})"
 
 
