@@ -1,54 +1,45 @@
 """tn-bench: measure a texture generator against the Gatys et al. optimisation, and report.
 
-tn-bench [--model CHECKPOINT] [--sizes 256,512,1024,768x512] [--backends torch,onnxruntime]
-         [--peer/--no-peer] [--gatys/--no-gatys] [--gatys-pixels sigmoid,unbounded]
-         [--gatys-seeds N] [--gatys-iterations N] [--runs N] [--threads N] [--quick] -o DIR
+tn-bench [run] [--model CHECKPOINT] [--sizes 256,512,1024,768x512] [--backends ...] [--quick] -o DIR
 tn-bench report DIR/results.json [-o DIR] [--notes FILE]
+tn-bench quality MODEL --exemplar IMG [--against IMG ...] [--size 256] [--samples 8] -o DIR
 tn-bench train-speed [--image-size 256] [--batch-size 4] [--iterations 4] [--rounds 3] -o DIR
 tn-bench training-curve RUN [RUN ...] [--reference NAME=DISTANCE ...] -o FILE.png
-tn-bench quality MODEL --exemplar IMG [--against IMG ...] [--size 256] [--samples 8] -o DIR
+
+`run` is the default: `tn-bench -o DIR` is `tn-bench run -o DIR`.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
-import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tn_export import budget
 from tn_export.atomic import atomic_path, check_outputs
 from tn_export.budget import DESCRIPTOR_BYTES_PER_PIXEL, MAX_PIXELS, MAX_SIDE, number
-from tn_export.errors import ArgumentParser, UserError, cli_entry
+from tn_export.cli import command_parser, defaults, given
+from tn_export.errors import UserError, cli_entry
 from tn_export.images import load_image
+from tn_export.sizes import format_sizes, parse_size, parse_sizes
 
 from .backends import BACKENDS, GROUPS
+from .config import QUICK, BenchConfig, QualityConfig
+from .train_speed import train_speed
 
 if TYPE_CHECKING:
     from tn_export.generator import GeneratorConfig
-
-    from .run import BenchConfig
 
 VGG16_WEIGHTS_HELP = (
     "VGG-16 state dict (default: $TN_DESCRIPTOR_WEIGHTS "
     "or $TN_SHARED/descriptors/vgg16_imagenet_features.pth)"
 )
-
-
-DEFAULT_SIZES = "256,512,1024,768x512"
 OUTPUTS = ("results.json", "report.md", "report.html")  # and the folders plots/ and images/
-QUICK = {  # --quick: small sizes and budgets, about three minutes on 2 cores
-    "sizes": "128,256x128",
-    "gatys_size": 128,
-    "gatys_memory_size": 128,
-    "gatys_iterations": 40,
-    "gatys_seconds": 8.0,
-    "samples": 4,
-    "warmup": 2,
-    "peak_n": 2048,
-}
+BENCH, QUALITY = defaults(BenchConfig), defaults(QualityConfig)
+TRAIN_SPEED = {k: p.default for k, p in inspect.signature(train_speed).parameters.items()}
 
 
 def repo_shared() -> Path:
@@ -57,38 +48,26 @@ def repo_shared() -> Path:
     return Path(os.environ.get("TN_SHARED", default))
 
 
-def parse_sizes(text: str) -> list[tuple[int, int]]:
-    """ "256,768x512" -> [(256, 256), (768, 512)] as (width, height)."""
-    sizes = []
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        m = re.fullmatch(r"(\d+)(?:x(\d+))?", part)
-        if not m:
-            raise UserError(f"--sizes: {part!r} is not N or WxH; use e.g. 256,512,768x512")
-        w = int(m.group(1))
-        sizes.append((w, int(m.group(2) or w)))
-    if not sizes:
-        raise UserError("--sizes is empty; use e.g. 256,512,1024")
-    return list(dict.fromkeys(sizes))
-
-
 def parse_backends(text: str) -> list[str]:
+    """'torch,onnxruntime' -> the backends named, families expanded; an argparse `type`."""
     names: list[str] = []
     for part in filter(None, (p.strip() for p in text.split(","))):
         if part not in GROUPS and part not in BACKENDS:
             choices = ", ".join([*GROUPS, *(b for b in BACKENDS if b not in GROUPS)])
-            raise UserError(f"--backends: unknown backend {part!r}; choose from {choices}")
+            raise argparse.ArgumentTypeError(f"unknown backend {part!r}; choose from {choices}")
         names += GROUPS.get(part, [part])
     return list(dict.fromkeys(names))
 
 
 def parse_pixels(text: str) -> list[str]:
+    """'sigmoid,unbounded' -> what Gatys optimises, each checked; an argparse `type`."""
     from .gatys import PIXELS
 
     names = list(dict.fromkeys(filter(None, (p.strip() for p in text.split(",")))))
     unknown = [n for n in names if n not in PIXELS]
     if unknown or not names:
-        raise UserError(
-            f"--gatys-pixels: {', '.join(unknown) or 'empty'}; choose from {', '.join(PIXELS)}"
+        raise argparse.ArgumentTypeError(
+            f"{', '.join(unknown) or 'empty'}; choose from {', '.join(PIXELS)}"
         )
     return names
 
@@ -102,160 +81,236 @@ SIDE = number(int, 1, MAX_SIDE)
 SECONDS = number(float, above=0)
 
 
-def bench_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(
-        prog="tn-bench",
-        description="Latency, memory, FLOPs and quality of a Texture Networks generator on each "
-        "backend, against the Gatys et al. optimisation; writes results.json, report.md, "
-        "report.html. `tn-bench report DIR/results.json` re-renders without measuring.",
-    )
+def _text(value: Any) -> str:
+    """A default as the command line spells it: sizes as 256,768x512, lists comma-separated."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, list) and value and isinstance(value[0], tuple):
+        return format_sizes(value)
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def _default(field: str) -> str:
+    """' (default: X)' of a BenchConfig field, with what --quick makes of it."""
+    quick = f"; {_text(QUICK[field])} with --quick" if field in QUICK else ""
+    return f" (default: {_text(BENCH[field])}{quick})"
+
+
+def _run_options(p: argparse.ArgumentParser) -> None:
+    """The benchmark run's options. Those of BenchConfig are absent from the parsed arguments
+    unless given (argument_default=SUPPRESS), so that --quick fills in the rest."""
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
-    p.add_argument("--model", type=Path, help="tn-train model.pt (default: the bundled model)")
+    p.add_argument(
+        "--model", type=Path, default=None, help="tn-train model.pt (default: the bundled model)"
+    )
     p.add_argument(
         "--texture",
         type=Path,
+        default=None,
         help="the texture the model was trained on "
         "(default: $TN_SHARED/data/textures/<exemplar from the checkpoint>)",
     )
     p.add_argument(
         "--descriptor-weights",
+        default=None,
         help="VGG state dict (default: $TN_DESCRIPTOR_WEIGHTS "
         "or $TN_SHARED/descriptors/<descriptor>_imagenet_features.pth)",
     )
-    p.add_argument("--sizes", help=f"N or WxH list (default {DEFAULT_SIZES})")
+    p.add_argument("--sizes", type=parse_sizes, help="N or WIDTHxHEIGHT list" + _default("sizes"))
     p.add_argument(
         "--backends",
-        default="torch,onnxruntime,coreml",
-        help=f"any of {', '.join([*GROUPS, *BACKENDS])}",
+        type=parse_backends,
+        help=f"any of {', '.join([*GROUPS, *BACKENDS])}" + _default("backends"),
     )
     p.add_argument(
         "--peer",
         action=argparse.BooleanOptionalAction,
-        default=True,
         help="also measure Johnson et al.'s feed-forward transformer on torch and "
-        "onnxruntime-fp32 (default on)",
+        "onnxruntime-fp32" + _default("peer"),
     )
     p.add_argument(
         "--gatys",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="run the Gatys et al. baseline (default on)",
+        help="run the Gatys et al. baseline" + _default("gatys"),
     )
-    p.add_argument("--gatys-iterations", type=number(int, 1), help="optimiser steps (default 1000)")
-    p.add_argument("--gatys-seconds", type=SECONDS, help="wall-time budget per run (default 300)")
-    p.add_argument("--gatys-optimizer", choices=["lbfgs", "adam"], default="lbfgs")
+    p.add_argument(
+        "--gatys-iterations",
+        type=number(int, 1),
+        help="optimiser steps" + _default("gatys_iterations"),
+    )
+    p.add_argument(
+        "--gatys-seconds",
+        type=SECONDS,
+        help="wall-time budget per run" + _default("gatys_seconds"),
+    )
+    p.add_argument(
+        "--gatys-optimizer",
+        choices=["lbfgs", "adam"],
+        help="Gatys's optimiser" + _default("gatys_optimizer"),
+    )
     p.add_argument(
         "--gatys-pixels",
-        default="sigmoid,unbounded",
+        type=parse_pixels,
         help="what Gatys optimises: pixels = sigmoid(z), and/or the pixels themselves (clamped "
-        "on delivery); the one reaching parity sooner is the baseline (default both)",
+        "on delivery); the one reaching parity sooner is the baseline" + _default("gatys_pixels"),
     )
     p.add_argument(
         "--gatys-seeds",
         type=_count(),
-        default=3,
-        help="Gatys runs per parametrisation, for the 95 %% interval (default 3)",
+        help="Gatys runs per parametrisation, for the 95 %% interval" + _default("gatys_seeds"),
     )
-    p.add_argument("--gatys-size", type=SIDE, help="time-to-parity size (default 256)")
+    p.add_argument("--gatys-size", type=SIDE, help="time-to-parity size" + _default("gatys_size"))
     p.add_argument(
         "--gatys-memory-size",
         type=SIDE,
-        help="size of the Gatys memory run (default 512)",
+        help="size of the Gatys memory run" + _default("gatys_memory_size"),
     )
-    p.add_argument("--runs", type=_count(), default=20, help="timed runs (default 20)")
-    p.add_argument("--warmup", type=_count(), help="untimed warm-up runs (default 3)")
+    p.add_argument("--runs", type=_count(), help="timed runs" + _default("runs"))
+    p.add_argument("--warmup", type=_count(), help="untimed warm-up runs" + _default("warmup"))
     p.add_argument(
         "--threads",
         type=number(int, 1, budget.threads()),
-        default=os.cpu_count() or 1,
         help="threads for every backend and Gatys (default: all cores)",
     )
-    p.add_argument("--samples", type=_count(), help="generator samples scored (default 8)")
+    p.add_argument(
+        "--samples", type=_count(), help="generator samples scored" + _default("samples")
+    )
     p.add_argument(
         "--cell-budget",
+        dest="cell_budget_s",
         type=SECONDS,
-        default=150.0,
-        help="skip a backend x size whose estimated time exceeds this many seconds",
+        help="skip a backend x size whose estimated time exceeds this many seconds"
+        + _default("cell_budget_s"),
     )
-    p.add_argument("--quick", action="store_true", help="small sizes and budgets (minutes)")
-    p.add_argument("--notes", type=Path, help="a closing note (markdown) for the report")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    return p
+    p.add_argument(
+        "--quick", action="store_true", default=False, help="small sizes and budgets (minutes)"
+    )
+    p.add_argument(
+        "--notes",
+        type=Path,
+        default=None,
+        help="a closing note (markdown) for the report (default: none)",
+    )
+    p.add_argument("--debug", action="store_true", default=False, help="show tracebacks")
 
 
-def report_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="tn-bench report", description="Re-render a report.")
+def _report_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("results", type=Path, help="a results.json written by tn-bench")
     p.add_argument("-o", "--out", type=Path, help="output folder (default: beside results.json)")
-    p.add_argument("--notes", type=Path, help="a closing note (markdown) for the report")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    return p
-
-
-def train_speed_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(
-        prog="tn-bench train-speed",
-        description="tn-train iterations per second with fp32, bf16-descriptor and bf16 autocast "
-        "(texture mode, VGG-16); writes DIR/train_speed.json and DIR/train_speed.md.",
-    )
-    p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
-    p.add_argument("--image-size", type=SIDE, default=256)
-    p.add_argument("--batch-size", type=_count(), default=4)
-    p.add_argument("--iterations", type=_count(), default=4, help="timed steps per run")
-    p.add_argument("--rounds", type=_count(), default=3, help="runs per setting")
-    p.add_argument("--texture", type=Path, help="default: $TN_SHARED/data/textures/red-peppers.jpg")
     p.add_argument(
-        "--descriptor-weights",
-        help=VGG16_WEIGHTS_HELP,
+        "--notes", type=Path, help="a closing note (markdown) for the report (default: none)"
     )
     p.add_argument("--debug", action="store_true", help="show tracebacks")
-    return p
 
 
-def quality_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(
-        prog="tn-bench quality",
-        description="Judge a model before shipping it: the VGG-16 Gram distance of its delivered "
-        "(clamped, 8-bit) samples to the exemplar, per layer, against other textures, diversity "
-        "between seeds, element size and seam; writes DIR/quality.json and DIR/quality.png.",
+def _train_speed_options(p: argparse.ArgumentParser) -> None:
+    d = TRAIN_SPEED
+    p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    p.add_argument(
+        "--image-size", type=SIDE, default=d["image_size"], help="side of the training crops"
     )
+    p.add_argument("--batch-size", type=_count(), default=d["batch_size"], help="images per step")
+    p.add_argument(
+        "--iterations", type=_count(), default=d["iterations"], help="timed steps per run"
+    )
+    p.add_argument("--rounds", type=_count(), default=d["rounds"], help="runs per setting")
+    p.add_argument(
+        "--texture",
+        type=Path,
+        help="the texture trained on (default: $TN_SHARED/data/textures/red-peppers.jpg)",
+    )
+    p.add_argument("--descriptor-weights", help=VGG16_WEIGHTS_HELP)
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def _quality_options(p: argparse.ArgumentParser) -> None:
+    d = QUALITY
     p.add_argument(
         "model",
         help="a tn-train model.pt, a bundled name (red_peppers, starry), a released .t7, "
         "or an exported .onnx/.ort",
     )
     p.add_argument("--exemplar", type=Path, required=True, help="the texture or style image")
-    p.add_argument("--against", type=Path, nargs="*", default=[], help="other textures")
-    p.add_argument("--photos", type=Path, nargs="*", default=[], help="style models: photos")
-    p.add_argument("--size", default="256", help="sample size, N or WxH (default 256)")
-    p.add_argument("--samples", type=_count(), default=8, help="seeds scored (default 8)")
     p.add_argument(
-        "--seed", type=number(int, 0, budget.MAX_SEED), default=1, help="first seed (default 1)"
+        "--against", type=Path, nargs="*", default=[], help="other textures (default: none)"
     )
     p.add_argument(
-        "--descriptor-weights",
-        help=VGG16_WEIGHTS_HELP,
+        "--photos", type=Path, nargs="*", default=[], help="style models: photos (default: none)"
     )
+    p.add_argument(
+        "--size",
+        type=parse_size,
+        default=d["size"],
+        help=f"sample size, N or WIDTHxHEIGHT (default: {format_sizes([d['size']])})",
+    )
+    p.add_argument("--samples", type=_count(), default=d["samples"], help="seeds scored")
+    p.add_argument(
+        "--seed", type=number(int, 0, budget.MAX_SEED), default=d["seed"], help="first seed"
+    )
+    p.add_argument("--descriptor-weights", help=VGG16_WEIGHTS_HELP)
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
-    return p
 
 
-def curve_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(
-        prog="tn-bench training-curve",
-        description="Plot the Gram distance that tn-train logs (eval_distance) against training "
-        "time for one or more runs.",
-    )
+def _curve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("runs", type=Path, nargs="+", help="tn-train run folders (with log.jsonl)")
     p.add_argument(
         "--reference",
         action="append",
         default=[],
-        help="NAME=DISTANCE: a horizontal line, e.g. released=14569 (repeatable)",
+        help="NAME=DISTANCE: a horizontal line, e.g. released=14569 (repeatable; default: none)",
     )
     p.add_argument("-o", "--out", type=Path, required=True, help="the PNG to write")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def parser() -> argparse.ArgumentParser:
+    """tn-bench and its subcommands (`main` takes `run` where the command line starts with an
+    option)."""
+    p = command_parser("tn-bench", __doc__.splitlines()[0])
+    commands = p.add_subparsers(
+        dest="subcommand",
+        required=True,
+        metavar="COMMAND",
+        description="`tn-bench -o DIR [options]` is `tn-bench run -o DIR [options]`; "
+        "`tn-bench COMMAND --help` lists each command's options.",
+    )
+    for name, options, summary, description in (
+        (
+            "run",
+            _run_options,
+            "the default: measure a generator on every backend against Gatys et al.",
+            "Latency, memory, FLOPs and quality of a Texture Networks generator on each "
+            "backend, against the Gatys et al. optimisation; writes results.json, report.md, "
+            "report.html.",
+        ),
+        ("report", _report_options, "re-render a report from results.json", "Re-render a report."),
+        (
+            "quality",
+            _quality_options,
+            "judge a model before shipping it",
+            "Judge a model before shipping it: the VGG-16 Gram distance of its delivered "
+            "(clamped, 8-bit) samples to the exemplar, per layer, against other textures, "
+            "diversity between seeds, element size and seam; writes DIR/quality.json and "
+            "DIR/quality.png.",
+        ),
+        (
+            "train-speed",
+            _train_speed_options,
+            "tn-train iterations per second, fp32 and bf16",
+            "tn-train iterations per second with fp32, bf16-descriptor and bf16 autocast "
+            "(texture mode, VGG-16); writes DIR/train_speed.json and DIR/train_speed.md.",
+        ),
+        (
+            "training-curve",
+            _curve_options,
+            "plot tn-train's eval_distance against time",
+            "Plot the Gram distance that tn-train logs (eval_distance) against training time "
+            "for one or more runs.",
+        ),
+    ):
+        extra = {"argument_default": argparse.SUPPRESS} if name == "run" else {}
+        options(commands.add_parser(name, help=summary, description=description, **extra))
     return p
 
 
@@ -302,7 +357,7 @@ def make_config(args: argparse.Namespace, argv: list[str]) -> BenchConfig:
     """Resolve defaults (model, texture, VGG weights, quick budgets) into a BenchConfig."""
     from tn_export.checkpoint import DEFAULT_MODEL, load_checkpoint
 
-    from .run import BenchConfig, command_line
+    from .run import command_line
 
     model = args.model or DEFAULT_MODEL
     if args.model is None and not model.is_file():
@@ -316,42 +371,15 @@ def make_config(args: argparse.Namespace, argv: list[str]) -> BenchConfig:
         raise UserError(f"--texture {texture} does not exist; pass the texture the model learnt")
     if texture is not None:  # Gatys and the quality scores describe it at its own size
         load_image(texture, per_pixel=DESCRIPTOR_BYTES_PER_PIXEL, use="described by VGG")
-    if texture is None and args.gatys:
+    options = (QUICK if args.quick else {}) | given(args, BenchConfig)
+    if texture is None and options.get("gatys", BENCH["gatys"]):
         raise UserError(
             f"no texture for the Gatys baseline: the checkpoint's exemplar {exemplar!r} is not in "
             f"{shared / 'data' / 'textures'}; pass --texture PATH or --no-gatys"
         )
     weights = descriptor_weights(args.descriptor_weights, metadata.get("descriptor") or "vgg16")
-    quick = QUICK if args.quick else {}
-
-    def pick(name: str, default):
-        value = getattr(args, name)
-        return value if value is not None else quick.get(name, default)
-
-    cfg = BenchConfig(
-        out=args.out,
-        model=Path(model),
-        texture=texture,
-        descriptor_weights=weights,
-        sizes=parse_sizes(args.sizes or quick.get("sizes", DEFAULT_SIZES)),
-        backends=parse_backends(args.backends),
-        peer=args.peer,
-        runs=args.runs,
-        warmup=pick("warmup", 3),
-        threads=args.threads,
-        cell_budget_s=args.cell_budget,
-        gatys=args.gatys,
-        gatys_optimizer=args.gatys_optimizer,
-        gatys_pixels=parse_pixels(args.gatys_pixels),
-        gatys_seeds=args.gatys_seeds,
-        gatys_iterations=pick("gatys_iterations", 1000),
-        gatys_seconds=pick("gatys_seconds", 300.0),
-        gatys_size=pick("gatys_size", 256),
-        gatys_memory_size=pick("gatys_memory_size", 512),
-        samples=pick("samples", 8),
-        peak_n=quick.get("peak_n", 4096),
-        command=command_line(argv),
-    )
+    resolved = {"model": Path(model), "texture": texture, "descriptor_weights": weights}
+    cfg = BenchConfig(**options | resolved, command=command_line(argv))
     check_sizes(cfg, checkpoint.config)
     return cfg
 
@@ -390,15 +418,15 @@ def check_sizes(cfg: BenchConfig, config: GeneratorConfig) -> None:
 @cli_entry("tn-bench")
 def main(argv: list[str] | None = None) -> int:
     argv = list(argv or [])
-    if argv[:1] == ["report"]:
-        return report_main(argv[1:])
-    if argv[:1] == ["train-speed"]:
-        return train_speed_main(argv[1:])
-    if argv[:1] == ["quality"]:
-        return quality_main(argv[1:])
-    if argv[:1] == ["training-curve"]:
-        return curve_main(argv[1:])
-    args = bench_parser().parse_args(argv)
+    first = argv[0] if argv else None
+    # Options first, or nothing: the benchmark run, as `tn-bench -o DIR` has always meant. A
+    # first word that is no command is a command mistyped, and argparse says so.
+    named = first is not None and (first in ("-h", "--help", "--version") or first[:1] != "-")
+    args = parser().parse_args(argv if named else ["run", *argv])
+    return COMMANDS[args.subcommand](args, argv)
+
+
+def run_main(args: argparse.Namespace, argv: list[str]) -> int:
     # Heavy imports (torch) only after the arguments parsed, so --help and typos answer at once.
     from .report import render, write_results
     from .run import run_benchmark
@@ -416,8 +444,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def report_main(argv: list[str]) -> int:
-    args = report_parser().parse_args(argv)
+def report_main(args: argparse.Namespace, argv: list[str]) -> int:
     from .report import render
     from .schema import load_results
 
@@ -428,12 +455,11 @@ def report_main(argv: list[str]) -> int:
     return 0
 
 
-def train_speed_main(argv: list[str]) -> int:
-    args = train_speed_parser().parse_args(argv)
+def train_speed_main(args: argparse.Namespace, argv: list[str]) -> int:
     from tn_export.generator import GeneratorConfig
 
     from .report import write_results
-    from .train_speed import speed_table, train_speed
+    from .train_speed import speed_table
 
     shared = repo_shared()
     texture = _default_file(args.texture, shared / "data" / "textures" / "red-peppers.jpg")
@@ -458,13 +484,13 @@ def train_speed_main(argv: list[str]) -> int:
     return 0
 
 
-def quality_main(argv: list[str]) -> int:
-    args = quality_parser().parse_args(argv)
-    from .judge import QualityConfig, quality_table, run_quality
+def quality_main(args: argparse.Namespace, argv: list[str]) -> int:
+    from .judge import quality_table, run_quality
 
-    (size,) = parse_sizes(args.size)
+    size = args.size
     if max(size) > MAX_SIDE or size[0] * size[1] > MAX_PIXELS:
-        raise UserError(f"--size {args.size} is over the limit of {MAX_SIDE}x{MAX_SIDE} pixels")
+        text = format_sizes([size])
+        raise UserError(f"--size {text} is over the limit of {MAX_SIDE}x{MAX_SIDE} pixels")
     # The samples are kept as float32 RGB; each is described at its size.
     samples = size[0] * size[1] * (12 * args.samples + DESCRIPTOR_BYTES_PER_PIXEL)
     what = f"{args.samples} samples of {size[0]}x{size[1]}"
@@ -474,17 +500,12 @@ def quality_main(argv: list[str]) -> int:
         # A bad image fails here, before any model is loaded; each is described at its size.
         load_image(path, per_pixel=DESCRIPTOR_BYTES_PER_PIXEL, use="described by VGG")
     check_outputs([args.out / "quality.json", args.out / "quality.png"])
-    cfg = QualityConfig(
-        model=args.model, out=args.out, exemplar=args.exemplar, descriptor_weights=weights,
-        against=args.against, photos=args.photos, size=size, samples=args.samples,
-        seed=args.seed,
-    )  # fmt: skip
+    cfg = QualityConfig(**given(args, QualityConfig) | {"descriptor_weights": weights})
     print(quality_table(run_quality(cfg)))
     return 0
 
 
-def curve_main(argv: list[str]) -> int:
-    args = curve_parser().parse_args(argv)
+def curve_main(args: argparse.Namespace, argv: list[str]) -> int:
     from .plots import training_curves
 
     logs = {}
@@ -506,3 +527,12 @@ def curve_main(argv: list[str]) -> int:
         tmp.write_bytes(training_curves(logs, references))
     print(args.out)
     return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, list[str]], int]] = {
+    "run": run_main,
+    "report": report_main,
+    "quality": quality_main,
+    "train-speed": train_speed_main,
+    "training-curve": curve_main,
+}

@@ -4,7 +4,6 @@ them with benchmarks/quality.py, and write DIR/quality.json, DIR/quality.png and
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,25 +18,10 @@ from tn_export.export.graph import Deployable, delivered
 from tn_export.images import from_array, load_image, save_image, to_array
 
 from . import quality
+from .config import QualityConfig
 
 RUNTIME_SUFFIXES = (".onnx", ".ort")  # run by tn_export.runtime, as an app would
 TILE = 192  # side of each picture in quality.png
-
-
-@dataclass
-class QualityConfig:
-    """One `tn-bench quality` run. Sizes are (width, height)."""
-
-    model: str
-    out: Path
-    exemplar: Path
-    descriptor_weights: str | None
-    against: list[Path] = field(default_factory=list)
-    photos: list[Path] = field(default_factory=list)  # style models: photos to stylize
-    size: tuple[int, int] = (256, 256)
-    samples: int = 8
-    seed: int = 1
-    descriptor: str = "vgg16"  # "random" in tests of the mechanics
 
 
 class Sampler:

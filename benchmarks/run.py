@@ -29,6 +29,7 @@ from tn_export.losses import gram_matrix
 from . import gatys, peers, quality
 from .analysis import JOHNSON, PYRAMID, gatys_baseline
 from .backends import BACKENDS, LIBRARIES, PEER_BACKENDS, Cell, coreml_unavailable_reason
+from .config import BenchConfig
 from .flops import count_flops, generator_flops
 from .isolated import IsolatedError, run_isolated
 from .machine import load_snapshot, machine_info
@@ -36,34 +37,6 @@ from .schema import SCHEMA_VERSION
 
 REFERENCE = ("onnxruntime-fp32", "torch")  # outputs are compared with the first one measured
 MEMORY_ITERATIONS = gatys.LBFGS_HISTORY + 2  # long enough to fill L-BFGS's history
-
-
-@dataclass
-class BenchConfig:
-    """One tn-bench run. Sizes are (width, height)."""
-
-    out: Path
-    model: Path
-    texture: Path | None = None
-    descriptor_weights: str | None = None
-    sizes: list[tuple[int, int]] = field(default_factory=lambda: [(256, 256), (512, 512)])
-    backends: list[str] = field(default_factory=lambda: list(BACKENDS))
-    peer: bool = True  # also measure Johnson et al.'s transformer (benchmarks/peers.py)
-    runs: int = 20
-    warmup: int = 3
-    threads: int = 2
-    cell_budget_s: float = 150.0
-    gatys: bool = True
-    gatys_optimizer: str = "lbfgs"
-    gatys_pixels: list[str] = field(default_factory=lambda: list(gatys.PIXELS))
-    gatys_seeds: int = 3
-    gatys_iterations: int = 1000
-    gatys_seconds: float = 300.0
-    gatys_size: int = 256
-    gatys_memory_size: int = 512
-    samples: int = 8
-    peak_n: int = 4096
-    command: str = ""
 
 
 @dataclass

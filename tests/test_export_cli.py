@@ -25,6 +25,7 @@ from tn_export.export.formats import FORMATS
 from tn_export.export.reference import Validation
 from tn_export.export.validate import session
 from tn_export.generator import PyramidGenerator
+from tn_export.sizes import parse_sizes
 
 TN_EXPORT = str(Path(sys.executable).parent / "tn-export")
 SMALL = ["--min-size", "32", "--max-size", "64"]  # sizes for the 3-scale generator (multiple 4)
@@ -146,7 +147,7 @@ ERRORS = {
     "shape not a multiple": (["--format", "onnx", "{full}", "--shapes", "256x256,256x200"],
                              "multiple of 32"),
     "malformed shapes": (["--format", "onnx", "{full}", "--shapes", "256x256,512by384"],
-                         "HEIGHTxWIDTH"),
+                         "WIDTHxHEIGHT"),
     "one size only": (["--format", "onnx", "{full}", "--shapes", "256x256"], "range"),
     "shapes and max": (["--format", "onnx", "{full}", "--shapes", "256x256", "--max-size", "512"],
                        "--shapes"),
@@ -304,8 +305,8 @@ def test_allow_unverified_installs_it_and_says_so(
     ("text", "shapes"),
     [("256x256", [(256, 256)]), ("256x256, 512X384,256x256", [(256, 256), (512, 384)])],
 )
-def test_parse_shapes_reads_height_by_width(text, shapes):
-    assert cli.parse_shapes(text) == shapes
+def test_parse_sizes_reads_width_by_height(text, shapes):
+    assert parse_sizes(text) == shapes
 
 
 def test_default_name_is_the_run_folder_for_model_pt_else_the_stem(tmp_path):
@@ -321,6 +322,7 @@ def test_shapes_are_the_sizes_validated(copied_onnx, small_checkpoint, tmp_path)
     assert cli.main(argv) == 0
     record = json.loads((out / "bricks.export.json").read_text())
     assert (record["contract"]["min_size"], record["contract"]["max_size"]) == (32, 64)
+    assert record["size_order"] == "WIDTHxHEIGHT"
     (art,) = record["artifacts"]
     assert set(art["validation"]["details"]["max_abs_error"]) == {"32x64", "48x32"}
 

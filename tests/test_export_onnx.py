@@ -109,7 +109,7 @@ def test_validate_onnx_passes_fp32_and_says_where_it_looked(exported):
     _, contract, paths, reference = exported
     v = validate_onnx(paths["fp32"], reference, "fp32")
     assert v.ok is True and v.summary.startswith("ok")
-    assert set(v.details["max_abs_error"]) == {f"{h}x{w}" for h, w in validation_sizes(contract)}
+    assert set(v.details["max_abs_error"]) == {f"{w}x{h}" for h, w in validation_sizes(contract)}
     assert max(v.details["max_abs_error"].values()) <= 1e-4
 
 
@@ -149,7 +149,7 @@ def test_int8_is_quantized_and_judged_by_psnr(exported):
     v = validate_onnx(paths["int8"], reference, "int8")
     for i, (h, w) in enumerate(validation_sizes(contract)):
         got, expected = outputs(paths["int8"], generator, contract, h, w, seed=i)
-        assert v.details["psnr_db"][f"{h}x{w}"] == pytest.approx(psnr(got, expected))
+        assert v.details["psnr_db"][f"{w}x{h}"] == pytest.approx(psnr(got, expected))
     worst = min(v.details["psnr_db"].values())
     assert 20 < worst < 100  # quantized for real, not broken
     assert v.ok is (worst >= 30)

@@ -737,7 +737,7 @@ CASES = [
     case("negative --batch-size", "tn-train", f"{TRAIN} --batch-size -2", 2,
          "argument --batch-size: must be positive"),
     case("zero --runs", "tn-bench", f"{bench()} --runs 0", 2, "--runs",
-         "must be positive", "tn-bench --help"),
+         "must be positive", "tn-bench run --help"),
     case("negative --threads", "tn-bench", f"{bench()} --threads -1", 2, "--threads",
          "must be positive"),
     case("negative --min-size", "tn-export", f"{EXPORT} {{checkpoint}} --min-size -32 "
@@ -857,7 +857,7 @@ CASES = [
          bounded=True),
     case("ONNX graph that loops for ever in the load-time check", "tn-run",
          "synthesize {loop.onnx} --size 32x32 -o {out}/t.png", 2, "{loop.onnx}",
-         "did not finish one run at 12x8 within 1 s (TN_PROBE_SECONDS=1",
+         "did not finish one run at 8x12 within 1 s (TN_PROBE_SECONDS=1",
          env={"TN_PROBE_SECONDS": "1"}, bounded=True),
     case("metadata max size over the largest side", "tn-run",
          "synthesize {side-1000000.onnx} --size 32x32 -o {out}/t.png", 2,
@@ -892,7 +892,7 @@ CASES = [
     # clear messages: one line, exit status 2, never a temporary name or an empty reason
     case("output shape that does not follow the input", "tn-run",
          "synthesize {transposed.onnx} --size 32x32 -o {out}/t.png", 2,
-         "returns shape (1, 3, 8, 12) for a 12x8 input", "does not follow its input"),
+         "returns shape (1, 3, 8, 12) for a 8x12 input", "does not follow its input"),
     case("NaN-valued model", "tn-run", "synthesize {nan.onnx} --size 32x32 -o {out}/t.png", 2,
          "{nan.onnx} returns NaN or infinite values"),
     case("NaN-valued checkpoint", "tn-bench", bench("{nan.pt}"), 2,
@@ -1602,7 +1602,7 @@ def test_the_load_time_check_stops_a_graph_that_loops_for_ever(tmp_path, monkeyp
     monkeypatch.setenv(budget.PROBE_ENV, "1")
     path = endless_loop(tmp_path / "loop.onnx")
     start = time.perf_counter()
-    with pytest.raises(UserError, match="did not finish one run at 12x8 within 1 s"):
+    with pytest.raises(UserError, match="did not finish one run at 8x12 within 1 s"):
         runtime.load(path)
     assert 1.0 <= time.perf_counter() - start < BOUND_SECONDS
 

@@ -129,6 +129,17 @@ def test_stylize_one_file_keeps_its_size(style_path, tmp_path, capsys):
         assert im.size == (333, 222) and im.format == "WEBP"
 
 
+def test_stylize_a_phone_photo_writes_a_png_of_its_size(style_path, tmp_path, capsys):
+    pillow_heif = pytest.importorskip("pillow_heif", reason="pillow-heif (the heif extra) absent")
+    folder = tmp_path / "phone"
+    folder.mkdir()
+    pillow_heif.from_pillow(photo(72, 48)).save(folder / "IMG_0001.HEIC")
+    code, stdout, err = run(["stylize", style_path, folder, "-o", tmp_path / "out"], capsys)
+    assert code == 0, err
+    with Image.open(tmp_path / "out" / "IMG_0001.png") as im:  # HEIC is not written: PNG
+        assert im.size == (72, 48) and im.format == "PNG"
+
+
 def test_stylize_files_and_folders_into_a_folder_with_a_progress_bar(style_path, tmp_path, capsys):
     folder = tmp_path / "photos"
     folder.mkdir()

@@ -7,9 +7,13 @@ Pillow alone, so the torch-based names below are loaded on first use.
 from __future__ import annotations
 
 import importlib
+from importlib import metadata
 from typing import Any
 
-__version__ = "0.1.0"
+try:
+    __version__ = metadata.version("tn-export")
+except metadata.PackageNotFoundError:  # a source tree used without installing it
+    __version__ = "0+unknown"
 
 _LAZY = {
     "PyramidGenerator": "generator",

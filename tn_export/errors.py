@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import functools
 import re
 import signal
@@ -39,14 +38,6 @@ class Terminated(KeyboardInterrupt):
 
 def _terminated(signum: int, frame: object) -> None:
     raise Terminated
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse whose errors are UserErrors: one line and exit 2 through cli_entry, where plain
-    argparse prints its usage too. Subcommand parsers inherit it."""
-
-    def error(self, message: str):
-        raise UserError(f"{message} (see {self.prog} --help)")
 
 
 def cli_entry(

@@ -140,8 +140,8 @@ class PyramidGenerator(nn.Module):
         m = self.config.size_multiple
         if height % m or width % m or height < m or width < m:
             raise ValueError(
-                f"input size {height}x{width} (HxW) is not supported: height and width must be "
-                f"positive multiples of {m} (e.g. {m * 8}x{m * 8} or {m * 16}x{m * 12})"
+                f"input size {width}x{height} (WIDTHxHEIGHT) is not supported: width and height "
+                f"must be positive multiples of {m} (e.g. {m * 8}x{m * 8} or {m * 16}x{m * 12})"
             )
 
     def _scale_input(self, x: torch.Tensor, ratio: int) -> torch.Tensor:

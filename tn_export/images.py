@@ -1,23 +1,86 @@
-"""Image files in and out (Pillow + numpy only: the torch-free runtime uses this too)."""
+"""Image files in and out (Pillow + numpy only: the torch-free runtime uses this too).
+
+Photos from phones read too: HEIC/HEIF through pillow-heif (the optional extra `heif`),
+registered with Pillow when installed, and AVIF through Pillow itself where it was built with
+libavif.
+"""
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
+import struct
 import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+import PIL
+from PIL import Image, ImageOps, features
 
 from .atomic import atomic_path
 from .budget import MAX_PIXELS, check_memory
 from .errors import UserError
 
+# The last three are photos from phones (HEIC/HEIF, AVIF), where this installation reads them.
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+IMAGE_SUFFIXES |= {".heic", ".heif", ".avif"}
 # The decoders tried, whatever the extension says: the formats above and no exotic ones (EPS
 # would start Ghostscript). JPEG includes multi-picture camera files (MPO).
 READ_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
 SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+# ISO base media file brands (the `ftyp` box at the start of the file) of the phone formats.
+AVIF_BRANDS = {b"avif", b"avis"}
+HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"}
+
+
+@functools.cache
+def heif_available() -> bool:
+    """Whether pillow-heif is installed; registers its HEIF opener with Pillow the first time."""
+    if importlib.util.find_spec("pillow_heif") is None:
+        return False
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    return True
+
+
+def avif_available() -> bool:
+    """Whether this Pillow was built with AVIF support (libavif)."""
+    return bool(features.check("avif"))
+
+
+def read_formats() -> tuple[str, ...]:
+    """The decoders load_image tries: READ_FORMATS and the phone formats that are available."""
+    available = {"HEIF": heif_available(), "AVIF": avif_available()}
+    return READ_FORMATS + tuple(name for name, ok in available.items() if ok)
+
+
+def _brands(path: Path) -> set[bytes]:
+    """The major and compatible brands of an ISO base media file (HEIF, AVIF), else none."""
+    with path.open("rb") as f:
+        head = f.read(64)
+    if len(head) < 12 or head[4:8] != b"ftyp":
+        return set()
+    size = min(struct.unpack(">I", head[:4])[0], len(head))
+    # ftyp: size, "ftyp", major brand, minor version, then compatible brands, 4 bytes each.
+    return {head[8:12], *(head[i : i + 4] for i in range(16, size - 3, 4))}
+
+
+def _unsupported(path: Path) -> str | None:
+    """Why `path` cannot be read here although it is a phone photo, or None."""
+    brands = _brands(path)
+    if brands & AVIF_BRANDS and not avif_available():
+        return (
+            f"image {path} is AVIF, which this Pillow {PIL.__version__} cannot read (built "
+            "without libavif); install a Pillow with AVIF support or re-save it as PNG or JPEG"
+        )
+    if brands & HEIF_BRANDS and not brands & AVIF_BRANDS and not heif_available():
+        return (
+            f"image {path} is HEIC/HEIF, which needs pillow-heif: "
+            "pip install 'tn-export[heif]' (or pillow-heif), or re-save it as PNG or JPEG"
+        )
+    return None
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -59,7 +122,7 @@ def load_image(
         # an RGB image or one clear error, so its warnings are noise.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with Image.open(path, formats=READ_FORMATS) as im:
+            with Image.open(path, formats=read_formats()) as im:
                 w, h = im.size
                 if w * h > max_pixels:
                     raise UserError(f"image {path} declares {w}x{h} pixels, {too_big}")
@@ -72,6 +135,9 @@ def load_image(
     except Image.DecompressionBombError as e:  # Pillow's own, larger limit, checked on opening
         raise UserError(f"image {path} declares a size {too_big}") from e
     except Exception as e:  # noqa: BLE001 - damaged files make Pillow's decoders raise anything
+        reason = _unsupported(path)
+        if reason is not None:
+            raise UserError(reason) from e
         first = str(e).strip().splitlines()[0][:100] if str(e).strip() else ""
         raise UserError(
             f"image {path} cannot be read ({type(e).__name__}: {first}); it may be truncated "

@@ -1,9 +1,16 @@
-"""The sizes a model is traced, validated, calibrated and probed at: one policy for every format,
-the export's validation and the runtime's load check. Torch-free, for the runtime."""
+"""Sizes: how every command reads them (WIDTHxHEIGHT, or N for N x N), and the sizes a model is
+traced, validated, calibrated and probed at: one policy for every format, the export's validation
+and the runtime's load check. Torch-free, for the runtime.
+
+Sizes given and printed are (width, height); the policies below return tensor shapes, (height,
+width), as NCHW orders them.
+"""
 
 from __future__ import annotations
 
+import argparse
 import math
+import re
 
 from .contract import ModelContract
 
@@ -11,6 +18,31 @@ DEFAULT_SIZE = 256
 # Validating at the upper bound of a 2048 model in PyTorch needs gigabytes; a tall size at the
 # bound with at most this many pixels exercises the same symbolic dimension.
 MAX_VALIDATED_PIXELS = 1024 * 1024
+_SIZE = re.compile(r"\s*(\d{1,9})\s*(?:[xX]\s*(\d{1,9})\s*)?")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'768x512' -> (768, 512) and '256' -> (256, 256), as (width, height); an argparse `type`."""
+    match = _SIZE.fullmatch(text)
+    if not match:
+        raise argparse.ArgumentTypeError(
+            f"{text.strip()!r} is not WIDTHxHEIGHT or N; use e.g. 768x512 or 256"
+        )
+    width = int(match[1])
+    return width, int(match[2] or width)
+
+
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    """'256,768x512' -> [(256, 256), (768, 512)], repeats dropped; an argparse `type`."""
+    sizes = [parse_size(part) for part in text.split(",") if part.strip()]
+    if not sizes:
+        raise argparse.ArgumentTypeError("no sizes given; use e.g. 256,512,768x512")
+    return list(dict.fromkeys(sizes))
+
+
+def format_sizes(sizes: list[tuple[int, int]]) -> str:
+    """[(256, 256), (768, 512)] -> '256,768x512', as parse_sizes reads it."""
+    return ",".join(str(w) if w == h else f"{w}x{h}" for w, h in sizes)
 
 
 def default_size(contract: ModelContract) -> int:

@@ -9,29 +9,40 @@ from pathlib import Path
 from tn_export import budget
 from tn_export.atomic import check_outputs, full_disk_names, refuse_overwriting_inputs
 from tn_export.budget import number
-from tn_export.descriptor import CONTENT_LAYER
-from tn_export.errors import ArgumentParser, Terminated, UserError, cli_entry
+from tn_export.cli import command_parser, defaults, given
+from tn_export.descriptor import STYLE_LAYERS, TEXTURE_LAYERS
+from tn_export.errors import Terminated, UserError, cli_entry
 from tn_export.images import image_files
 
 from .data import load_exemplar
 from .train import PAPER, TrainConfig, TrainingError, train
 
 POSITIVE, WEIGHT = number(int, 1), number(float, 0)
+DEFAULTS = defaults(TrainConfig)  # the recipe; the parser shows and uses these
+
+
+def _layers(text: str) -> tuple[str, ...] | None:
+    return tuple(text.split(",")) if text else None  # empty: the mode's default layers
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(prog="tn-train", description=__doc__)
+    parser = command_parser("tn-train", __doc__)
     sub = parser.add_subparsers(dest="mode", required=True)
     texture = sub.add_parser("texture", help="noise -> texture")
-    texture.add_argument("--texture", required=True, type=Path, help="the texture image")
+    texture.add_argument(
+        "--texture", dest="exemplar", required=True, type=Path, help="the texture image"
+    )
     style = sub.add_parser("style", help="content image + noise -> stylized image")
-    style.add_argument("--style", required=True, type=Path, help="the style image")
+    style.add_argument("--style", dest="exemplar", required=True, type=Path, help="the style image")
     style.add_argument("--content", required=True, nargs="+", help="content images or folders")
-    d = TrainConfig.__dataclass_fields__
+    d = DEFAULTS
     for p in (texture, style):
+        p.set_defaults(**{k: v for k, v in d.items() if k not in PAPER})
         p.add_argument("-o", "--out", required=True, type=Path, help="run folder")
         side, count = number(int, 1, budget.MAX_SIDE), number(int, 1, budget.count())
-        p.add_argument("--image-size", type=side, default=d["image_size"].default)
+        p.add_argument(
+            "--image-size", type=side, help="side of the square training crops, in pixels"
+        )
         p.add_argument(
             "--preset",
             choices=["recipe", "paper"],
@@ -39,52 +50,75 @@ def _parser() -> argparse.ArgumentParser:
             help="recipe: this project's (docs/training.md); paper: upstream texture_nets v1 "
             "(batch 16, 1500 iterations, lr 0.1 x0.8 every 300); options given win",
         )
-        for flag, kind in (
-            ("batch_size", count),
-            ("iterations", POSITIVE),
-            ("lr", number(float, above=0)),
-            ("lr_decay", number(float, at_most=1, above=0)),
-            ("lr_step", POSITIVE),
+        for flag, kind, what in (
+            ("batch_size", count, "images per step"),
+            ("iterations", POSITIVE, "optimizer steps"),
+            ("lr", number(float, above=0), "Adam's learning rate"),
+            ("lr_decay", number(float, at_most=1, above=0), "learning rate factor"),
+            ("lr_step", POSITIVE, "iterations between learning rate decays"),
         ):
-            default, paper = d[flag].default, PAPER[flag]
             p.add_argument(
                 f"--{flag.replace('_', '-')}",
                 type=kind,
-                help=f"default {default}; {paper} with --preset paper",
+                help=f"{what} (default: {d[flag]}; {PAPER[flag]} with --preset paper)",
             )
-        p.add_argument("--layers", help="comma-separated, e.g. relu1_1,relu2_1,relu3_1")
-        p.add_argument("--content-layer", default=CONTENT_LAYER)
-        p.add_argument("--style-weight", type=WEIGHT, default=d["style_weight"].default)
+        layers = TEXTURE_LAYERS if p is texture else STYLE_LAYERS
+        p.add_argument(
+            "--layers",
+            type=_layers,
+            help=f"descriptor layers matched, comma-separated (default: {','.join(layers)})",
+        )
+        p.add_argument("--content-layer", help="style: the layer the content loss compares")
+        p.add_argument("--style-weight", type=WEIGHT, help="weight of the Gram (style) loss")
         p.add_argument(
             "--gram-loss",
             choices=["absolute", "relative"],
             help="relative divides each layer's Gram error by its target's mean square "
             "(default: absolute for texture, relative for style)",
         )
-        p.add_argument("--content-weight", type=WEIGHT, default=d["content_weight"].default)
-        p.add_argument("--tv-weight", type=WEIGHT, default=d["tv_weight"].default)
-        p.add_argument("--diversity-weight", type=WEIGHT, default=d["diversity_weight"].default)
-        p.add_argument("--norm", choices=["batch", "instance"], default="batch")
+        p.add_argument("--content-weight", type=WEIGHT, help="style: weight of the content loss")
+        p.add_argument("--tv-weight", type=WEIGHT, help="weight of the total variation loss")
+        p.add_argument(
+            "--diversity-weight",
+            type=WEIGHT,
+            help="weight of the term that keeps the samples of a batch apart",
+        )
+        p.add_argument("--norm", choices=["batch", "instance"], help="the generator's norms")
         p.add_argument(
             "--padding",
             choices=["circular", "reflect", "zero"],
-            default="circular" if p is texture else "reflect",
+            # Style photos do not tile: reflection, where a texture wraps around.
+            default=d["padding"] if p is texture else "reflect",
+            help="the generator's convolution padding",
         )
-        p.add_argument("--descriptor", choices=["vgg19", "vgg16", "random"], default="vgg19")
-        p.add_argument("--descriptor-weights", help="torchvision-layout VGG state dict")
+        p.add_argument(
+            "--descriptor", choices=["vgg19", "vgg16", "random"], help="the frozen loss network"
+        )
+        p.add_argument(
+            "--descriptor-weights",
+            help="torchvision-layout VGG state dict (default: $TN_DESCRIPTOR_WEIGHTS, else "
+            "torchvision's cache)",
+        )
         for part in ("descriptor", "generator"):
             p.add_argument(
                 f"--{part}-precision",
                 choices=["auto", "fp32", "bf16"],
-                default="auto",
                 help=f"bf16 autocasts the {part} (about 2x faster where bf16 is native); "
                 "auto: bf16 on CUDA GPUs and on CPUs with AVX512-BF16 or AMX, else fp32",
             )
-        p.add_argument("--seed", type=number(int, 0, budget.MAX_SEED), default=0)
-        p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-        p.add_argument("--checkpoint-every", type=POSITIVE, default=d["checkpoint_every"].default)
-        p.add_argument("--sample-every", type=POSITIVE, default=d["sample_every"].default)
-        p.add_argument("--log-every", type=POSITIVE, default=d["log_every"].default)
+        p.add_argument(
+            "--seed", type=number(int, 0, budget.MAX_SEED), help="weights, noise and crops"
+        )
+        p.add_argument("--device", choices=["cpu", "cuda"], help="where to train")
+        p.add_argument(
+            "--checkpoint-every", type=POSITIVE, help="iterations between saves of model.pt"
+        )
+        p.add_argument(
+            "--sample-every",
+            type=POSITIVE,
+            help="iterations between samples and eval_distance in log.jsonl",
+        )
+        p.add_argument("--log-every", type=POSITIVE, help="iterations between log.jsonl rows")
         p.add_argument("--resume", action="store_true", help="continue from OUT/model.pt")
         p.add_argument(
             "--overwrite",
@@ -98,8 +132,14 @@ def _parser() -> argparse.ArgumentParser:
 def _schedule(args: argparse.Namespace) -> dict:
     """Batch size, iterations and learning-rate schedule: given options, else the preset's."""
     preset = PAPER if args.preset == "paper" else {}
-    given = {k: getattr(args, k) for k in PAPER if getattr(args, k) is not None}
-    return {k: TrainConfig.__dataclass_fields__[k].default for k in PAPER} | preset | given
+    asked = {k: getattr(args, k) for k in PAPER if getattr(args, k) is not None}
+    return {k: DEFAULTS[k] for k in PAPER} | preset | asked
+
+
+def config(args: argparse.Namespace) -> TrainConfig:
+    """The run's TrainConfig: the options given, the preset's schedule, TrainConfig's defaults."""
+    relative = None if args.gram_loss is None else args.gram_loss == "relative"
+    return TrainConfig(**given(args, TrainConfig) | _schedule(args) | {"relative_loss": relative})
 
 
 def _check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
@@ -123,39 +163,11 @@ def _check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
 @cli_entry("tn-train")
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    exemplar = args.texture if args.mode == "texture" else args.style
-    content = args.content if args.mode == "style" else []
     # What train() writes into the run folder; no input may be among it.
     written = [args.out / "model.pt", args.out / "log.jsonl", args.out / "samples"]
-    refuse_overwriting_inputs(written, [exemplar, *image_files(content)])
-    load_exemplar(exemplar)  # a bad exemplar fails here, before any model is built
-    cfg = TrainConfig(
-        mode=args.mode,
-        exemplar=exemplar,
-        out=args.out,
-        content=content,
-        image_size=args.image_size,
-        **_schedule(args),
-        layers=tuple(args.layers.split(",")) if args.layers else None,
-        content_layer=args.content_layer,
-        style_weight=args.style_weight,
-        content_weight=args.content_weight,
-        relative_loss=None if args.gram_loss is None else args.gram_loss == "relative",
-        tv_weight=args.tv_weight,
-        diversity_weight=args.diversity_weight,
-        norm=args.norm,
-        padding=args.padding,
-        descriptor=args.descriptor,
-        descriptor_weights=args.descriptor_weights,
-        descriptor_precision=args.descriptor_precision,
-        generator_precision=args.generator_precision,
-        seed=args.seed,
-        device=args.device,
-        checkpoint_every=args.checkpoint_every,
-        sample_every=args.sample_every,
-        log_every=args.log_every,
-        resume=args.resume,
-    )
+    refuse_overwriting_inputs(written, [args.exemplar, *image_files(args.content)])
+    load_exemplar(args.exemplar)  # a bad exemplar fails here, before any model is built
+    cfg = config(args)
     _check_run_folder(args.out, args.resume, args.overwrite)
     check_outputs(written[:2], written[2:])  # once every argument is good: no stray folders
     try:

@@ -11,13 +11,16 @@ records it.
 from __future__ import annotations
 
 import argparse
-import logging
-import re
+import inspect
 import sys
 from pathlib import Path
 
+from tqdm import tqdm
+
 from ..budget import MAX_SIDE, number
-from ..errors import ArgumentParser, UserError, cli_entry
+from ..cli import command_parser
+from ..errors import UserError, cli_entry
+from ..sizes import parse_sizes
 from .formats import FORMATS
 from .pipeline import DEFAULT_SIZES, ExportResult, Sizes, disk_size, export
 from .reference import Validation
@@ -34,10 +37,12 @@ FLAGS = {
     "max_size": "--max-size",
     "shapes": "--shapes",
 }
+# The API's defaults are the command's: written once, in `export`'s signature.
+_API = inspect.signature(export).parameters
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="tn-export", description=__doc__.splitlines()[0])
+    p = command_parser("tn-export", __doc__.splitlines()[0])
     p.add_argument(
         "checkpoint",
         nargs="?",
@@ -51,7 +56,8 @@ def _parser() -> argparse.ArgumentParser:
         choices=[*FORMATS, "all"],
         help=f"all = {' + '.join(FORMATS)}",
     )
-    p.add_argument("-o", "--out", type=Path, default=Path("exports"), help="output folder")
+    out = Path(_API["output_dir"].default)
+    p.add_argument("-o", "--out", type=Path, default=out, help="output folder")
     p.add_argument("--name", help="file name stem (default: the checkpoint's run folder or stem)")
     defaults = ", ".join(f"{f.precisions[0]} for {f.name}" for f in FORMATS.values())
     p.add_argument(
@@ -61,37 +67,38 @@ def _parser() -> argparse.ArgumentParser:
     )
     sizes = p.add_mutually_exclusive_group()
     side = number(int, 1, MAX_SIDE)
-    sizes.add_argument("--min-size", type=side, default=None, help="smallest H and W (default 64)")
-    sizes.add_argument("--shapes", help="enumerated HxW sizes, e.g. 256x256,512x384")
-    p.add_argument("--max-size", type=side, default=None, help="largest H and W (default 2048)")
+    lo, hi = DEFAULT_SIZES
+    sizes.add_argument("--min-size", type=side, help=f"smallest width and height (default: {lo})")
+    sizes.add_argument(
+        "--shapes",
+        type=parse_sizes,
+        help="enumerated WIDTHxHEIGHT sizes instead of a range, e.g. 256x256,512x384 "
+        "(default: the range)",
+    )
+    p.add_argument("--max-size", type=side, help=f"largest width and height (default: {hi})")
     p.add_argument(
         "--image-io",
         action="store_true",
         help="Core ML: image output (and image input for style models)",
     )
     p.add_argument(
-        "--batch", choices=["dynamic", "1"], default="dynamic", help="ONNX/ORT batch dimension"
+        "--batch",
+        choices=["dynamic", "1"],
+        default="dynamic" if _API["dynamic_batch"].default else "1",
+        help="ONNX/ORT batch dimension",
     )
     p.add_argument(
         "--allow-unverified",
         action="store_true",
         help="install a Core ML model even when its numbers could not be checked",
     )
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show the converters' own progress bars, banners and warnings",
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
-
-
-def parse_shapes(text: str) -> list[tuple[int, int]]:
-    """'256x256,512x384' -> [(256, 256), (512, 384)] as (height, width)."""
-    shapes = []
-    for item in text.split(","):
-        match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", item)
-        if not match:
-            raise UserError(
-                f"--shapes item {item.strip()!r} is not HEIGHTxWIDTH; use e.g. 256x256,512x384"
-            )
-        shapes.append((int(match[1]), int(match[2])))
-    return list(dict.fromkeys(shapes))
 
 
 def _sizes(args: argparse.Namespace) -> Sizes:
@@ -104,7 +111,7 @@ def _sizes(args: argparse.Namespace) -> Sizes:
         )
     if args.max_size is not None:
         raise UserError("--shapes and --max-size exclude each other; give one or the other")
-    return parse_shapes(args.shapes)
+    return args.shapes
 
 
 # --- report -----------------------------------------------------------------------------------
@@ -145,34 +152,29 @@ def table(results: list[ExportResult]) -> str:
     )
 
 
-def _progress(text: str) -> None:
-    print(f"tn-export: {text}", file=sys.stderr, flush=True)
+def _warn(text: str) -> None:
+    tqdm.write(f"tn-export: {text}", file=sys.stderr)  # above the progress bar, not through it
 
 
 @cli_entry("tn-export", FLAGS)
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = _parser().parse_args(argv)
-    root, level = logging.getLogger(), logging.getLogger().level
-    if not args.debug:
-        # The quantizer and the converters warn through the root logger about harmless details.
-        root.setLevel(logging.ERROR)
-    try:
-        results = export(
-            args.checkpoint,
-            formats=args.format,
-            output_dir=args.out,
-            precision=args.precision,
-            sizes=_sizes(args),
-            name=args.name,
-            image_io=args.image_io,
-            dynamic_batch=args.batch == "dynamic",
-            allow_unverified=args.allow_unverified,
-            command=["tn-export", *argv],
-            log=_progress,
-        )
-    finally:
-        root.setLevel(level)
+    results = export(
+        args.checkpoint,
+        formats=args.format,
+        output_dir=args.out,
+        precision=args.precision,
+        sizes=_sizes(args),
+        name=args.name,
+        image_io=args.image_io,
+        dynamic_batch=args.batch == "dynamic",
+        allow_unverified=args.allow_unverified,
+        command=["tn-export", *argv],
+        log=_warn,
+        progress=True,
+        verbose=args.verbose or args.debug,
+    )
     print(table(results))
     failed = [r for r in results if not r.installed]
     if failed:

@@ -56,7 +56,7 @@ def _check_options(
     for h, w in shapes:
         if h % m or w % m or not (lo <= h <= hi and lo <= w <= hi):
             raise UserError(
-                f"shapes {h}x{w}: height and width must be multiples of {m} within "
+                f"shapes {w}x{h}: width and height must be multiples of {m} within "
                 f"[{lo}, {hi}] (e.g. {lo}x{lo})",
                 "shapes",
             )
@@ -84,9 +84,9 @@ def image_input(contract: ModelContract, image_io: bool) -> bool:
 
 def _sizes_text(contract: ModelContract, shapes: list[tuple[int, int]] | None) -> str:
     if shapes:
-        return "H x W one of " + ", ".join(f"{h}x{w}" for h, w in shapes)
+        return "W x H one of " + ", ".join(f"{w}x{h}" for h, w in shapes)
     return (
-        f"H and W multiples of {contract.size_multiple} "
+        f"W and H multiples of {contract.size_multiple} "
         f"within [{contract.min_size}, {contract.max_size}]"
     )
 
@@ -204,7 +204,8 @@ def signature(path: Path) -> dict[str, list[str]]:
             ]
         elif array.WhichOneof("ShapeFlexibility") == "enumeratedShapes":
             shapes = array.enumeratedShapes.shapes
-            dims = [*array.shape[:2], "|".join(f"{s.shape[2]}x{s.shape[3]}" for s in shapes)]
+            sizes = "|".join(f"{s.shape[3]}x{s.shape[2]}" for s in shapes)
+            dims = [*array.shape[:2], f"WxH {sizes}"]
         else:
             dims = list(array.shape)  # empty for outputs: the size follows the input
         io[feature.name] = [str(d) for d in dims]

@@ -12,12 +12,14 @@ import datetime
 import importlib.util
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from torch import nn
+from tqdm import tqdm
 
 from .. import __version__
 from ..atomic import atomic_path, check_outputs, full_disk_names, refuse_overwriting_inputs
@@ -26,6 +28,7 @@ from ..checkpoint import Metadata, load_model, training_summary
 from ..contract import ModelContract
 from ..errors import UserError
 from ..generator import PyramidGenerator
+from . import quiet
 from .formats import FORMATS, Format, Job, Options
 from .reference import Reference, Validation
 from .scratch import install, scratch_folder
@@ -72,6 +75,8 @@ def export(
     contract: ModelContract | None = None,
     command: Sequence[str] | None = None,
     log: Callable[[str], None] | None = None,
+    progress: bool = False,
+    verbose: bool = False,
 ) -> list[ExportResult]:
     """Export `model` to `formats` in `output_dir`; returns one result per artifact.
 
@@ -79,12 +84,14 @@ def export(
     default) or a PyramidGenerator; any other module mapping NCHW to RGB needs `contract`
     (tn-bench's peer). `formats`: names from FORMATS or "all"; a (name, precision) pair exports
     one format at several precisions (files NAME.PRECISION.SUFFIX). `precision`: None for each
-    format's default. `sizes`: (min, max) side, or the enumerated (height, width) shapes; default
+    format's default. `sizes`: (min, max) side, or the enumerated (width, height) sizes; default
     64 to 2048, or the contract's bounds. An artifact that fails its check is not installed, nor is
     one that could not be checked ("not verified") unless `allow_unverified`; with
     `validate=False` every artifact is installed unchecked. Bad arguments raise UserError naming
     them as this function's parameters (its `params`; tn-export rewords them as its flags). `log`
-    receives progress lines; `command` is recorded.
+    receives the warnings a user should read (an artifact not verified); `progress` shows one bar
+    for the whole export on stderr where it is a terminal; `verbose` lets the converters' own
+    progress bars, banners and warnings through; `command` is recorded.
     """
     start = time.perf_counter()
     targets = _targets(formats, precision)
@@ -111,8 +118,14 @@ def export(
     reference = Reference(network, contract, shapes)
     options = Options(image_io, dynamic_batch)
     # A full disk in the scratch folder is named as the output folder, not as a scratch file.
-    with full_disk_names(out), scratch_folder(out, name) as scratch:
-        run = _Run(reference, options, files, scratch, validate, allow_unverified, log)
+    steps = len(targets) * (1 + validate)  # a build and a check each
+    # None: shown on a terminal only, so that logs and captured stderr get no carriage returns.
+    hidden = None if progress else True
+    bar = tqdm(total=steps, desc="tn-export", unit="step", disable=hidden, file=sys.stderr)
+    with bar, full_disk_names(out), scratch_folder(out, name) as scratch:
+        run = _Run(
+            reference, options, files, scratch, validate, allow_unverified, log, bar, verbose
+        )
         results = run.all(targets, out)
     if any(r.installed for r in results):
         record = _record(source, contract, results, command, time.perf_counter() - start)
@@ -163,7 +176,8 @@ def _check_options(targets: list[tuple[Format, str]], image_io: bool, name: str 
 def _bounds(
     sizes: Sizes | None, contract: ModelContract | None
 ) -> tuple[list[tuple[int, int]] | None, int, int]:
-    """(enumerated shapes or None, smallest side, largest side), checked before anything loads."""
+    """(enumerated (height, width) shapes or None, smallest side, largest side), checked before
+    anything loads; `sizes` are (width, height), as every command gives them."""
     if sizes is None:
         sizes = (contract.min_size, contract.max_size) if contract else DEFAULT_SIZES
     if isinstance(sizes[0], int):
@@ -171,7 +185,7 @@ def _bounds(
         if lo > hi:
             raise UserError(f"min_size {lo} is larger than max_size {hi}", "min_size", "max_size")
     else:
-        shapes = list(dict.fromkeys((int(h), int(w)) for h, w in sizes))
+        shapes = list(dict.fromkeys((int(h), int(w)) for w, h in sizes))
         check_count(len(shapes), "shapes: the number of sizes", None, "shapes")
         dims = [d for shape in shapes for d in shape]
         lo, hi = min(dims), max(dims)
@@ -287,7 +301,7 @@ def _check_runs_fit(contract: ModelContract, shapes: list[tuple[int, int]] | Non
     checks run at sizes among those asked for): refused before anything is built."""
     h, w = max(shapes, key=lambda s: s[0] * s[1]) if shapes else (contract.max_size,) * 2
     run = h * w * contract.bytes_per_pixel
-    what, fix = f"one run of this model at {h}x{w}", "lower max_size or shapes"
+    what, fix = f"one run of this model at {w}x{h}", "lower max_size or shapes"
     check_memory(run, what, fix, "max_size", "shapes")
 
 
@@ -305,6 +319,8 @@ class _Run:
     validate: bool
     allow_unverified: bool
     log: Callable[[str], None] | None
+    bar: tqdm
+    verbose: bool
     built: dict[tuple[str, str], tuple[Path, dict]] = field(default_factory=dict)
 
     def artifact(self, fmt: str, precision: str) -> Path:
@@ -314,7 +330,8 @@ class _Run:
             path = self.scratch / f"{fmt}-{precision}" / self.files[key]
             path.parent.mkdir()
             job = Job(self.reference, precision, path, self.options, self.artifact)
-            self.built[key] = (path, FORMATS[fmt].build(job))
+            with quiet.converters(self.verbose):
+                self.built[key] = (path, FORMATS[fmt].build(job))
         return self.built[key][0]
 
     def all(self, targets: list[tuple[Format, str]], out: Path) -> list[ExportResult]:
@@ -322,7 +339,6 @@ class _Run:
         results: list[ExportResult] = []
         for f, precision in targets:
             result = ExportResult(f.name, precision, out / self.files[f.name, precision])
-            self._say(f"{f.label} ({precision}): exporting" + " and validating" * self.validate)
             source = next(
                 (r for r in results if (r.format, r.precision) == (f.source, precision)), None
             )
@@ -333,6 +349,7 @@ class _Run:
                     False,
                     f"FAILED: not converted, the {label} model it comes from failed validation",
                 )
+                self.bar.update(1 + self.validate)
                 continue
             self._check(f, result)
         # Installed only once all are built: a conversion reads its source in scratch, and a
@@ -349,14 +366,23 @@ class _Run:
         if self.log is not None:
             self.log(line)
 
+    def _step(self, f: Format, precision: str, doing: str) -> None:
+        self.bar.set_postfix_str(f"{f.label} {precision}: {doing}")
+
     def _check(self, f: Format, result: ExportResult) -> None:
         start = time.perf_counter()
+        self._step(f, result.precision, "building")
         path = self.artifact(f.name, result.precision)
+        self.bar.update()
         result.timings["build"] = time.perf_counter() - start
         start = time.perf_counter()
-        result.io = f.describe(path)
+        with quiet.converters(self.verbose):
+            result.io = f.describe(path)
         if self.validate:
-            result.validation = f.validate(path, self.reference, result.precision, self.options)
+            self._step(f, result.precision, "validating")
+            with quiet.converters(self.verbose):
+                result.validation = f.validate(path, self.reference, result.precision, self.options)
+            self.bar.update()
             result.validation.details |= self.built[f.name, result.precision][1]
             if result.validation.ok is None:
                 kept = (
@@ -401,6 +427,7 @@ def _record(
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": list(command) if command is not None else None,
         "checkpoint": str(source) if source is not None else None,
+        "size_order": "WIDTHxHEIGHT",  # of every size below, e.g. the validation's "512x2048"
         "contract": asdict(contract),
         "artifacts": [
             {

@@ -83,7 +83,7 @@ class Reference:
         fp16 model of this network can beat, reported to tell sensitivity from bugs."""
         with torch.no_grad():
             return {
-                f"{h}x{w}": float(np.abs(self.deployable(x.half().float()).numpy() - y).max())
+                f"{w}x{h}": float(np.abs(self.deployable(x.half().float()).numpy() - y).max())
                 for (h, w), x, y in zip(self.sizes, self.inputs, self.outputs, strict=True)
             }
 
@@ -109,10 +109,10 @@ class Reference:
             got = np.asarray(predict(x.numpy()), np.float32)
             if got.shape != expected.shape:
                 raise OutputMismatch(
-                    f"output shape {got.shape} at {h}x{w}, expected {expected.shape}"
+                    f"output shape {got.shape} at {w}x{h}, expected {expected.shape}"
                 )
-            errors[f"{h}x{w}"] = float(np.abs(got - expected).max())
-            psnrs[f"{h}x{w}"] = psnr(got, expected)
+            errors[f"{w}x{h}"] = float(np.abs(got - expected).max())
+            psnrs[f"{w}x{h}"] = psnr(got, expected)
         details: dict = {"max_abs_error": errors, "psnr_db": psnrs}
         if precision in MIN_PSNR_DB:
             worst, bound = min(psnrs.values()), MIN_PSNR_DB[precision]

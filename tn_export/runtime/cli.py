@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import re
 import secrets
 import sys
 import time
@@ -16,25 +15,18 @@ from tqdm import tqdm
 from .. import budget
 from ..atomic import check_outputs, file_key, refuse_overwriting_inputs
 from ..budget import number
-from ..errors import ArgumentParser, UserError, cli_entry
+from ..cli import command_parser
+from ..errors import UserError, cli_entry
 from ..images import SAVE_FORMATS, image_files, load_image, save_image
+from ..sizes import parse_size
 from . import DEFAULT_TILE_PIXELS, IMAGE_BYTES_PER_PIXEL, Model, Progress, load
 
 # The runtime's parameters as this command's flags; max_size is tn-export's, which sets it.
 FLAGS = {"tile_pixels": "--tile-pixels", "max_size": "--max-size"}
 
 
-def _size(text: str) -> tuple[int, int]:
-    match = re.fullmatch(r"\s*(\d{1,9})\s*[xX]\s*(\d{1,9})\s*", text)
-    if not match:
-        raise argparse.ArgumentTypeError(f"size {text!r} must be WIDTHxHEIGHT, e.g. 1024x768")
-    return int(match[1]), int(match[2])
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(
-        prog="tn-run", description="Run an exported Texture Networks model with onnxruntime."
-    )
+    parser = command_parser("tn-run", "Run an exported Texture Networks model with onnxruntime.")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("model", type=Path, help="an .onnx file exported by tn-export")
     common.add_argument(
@@ -54,7 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     synth = commands.add_parser(
         "synthesize", parents=[common], help="texture models: noise -> texture of any size"
     )
-    synth.add_argument("--size", type=_size, required=True, help="WIDTHxHEIGHT, e.g. 1000x744")
+    synth.add_argument(
+        "--size", type=parse_size, required=True, help="WIDTHxHEIGHT, e.g. 1000x744, or N for NxN"
+    )
     synth.add_argument(
         "--seed",
         type=number(int, 0, budget.MAX_SEED),
@@ -64,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
         "--count",
         type=number(int, 1, budget.count()),
         default=1,
-        help="number of textures (default 1)",
+        help="number of textures",
     )
     synth.add_argument(
         "-o",
@@ -89,8 +83,7 @@ def _parser() -> argparse.ArgumentParser:
         "--tile-pixels",
         type=number(int, 1, budget.MAX_PIXELS),
         default=DEFAULT_TILE_PIXELS,
-        help="largest tile run at once; bigger images are tiled to bound memory "
-        f"(default {DEFAULT_TILE_PIXELS})",
+        help="largest tile run at once, in pixels; bigger images are tiled to bound memory",
     )
     return parser
 

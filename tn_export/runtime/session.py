@@ -109,7 +109,7 @@ def check_graph(session: ort.InferenceSession, contract: ModelContract, source: 
 def _check_probe_run(session: ort.InferenceSession, c: ModelContract, source: str) -> None:
     """One run at the probe size, stopped after budget.probe_seconds(): finite, the right shape."""
     h, w = probe_size(c)
-    budget.check_memory(h * w * c.bytes_per_pixel, f"{source}'s check at {h}x{w}", "re-export it")
+    budget.check_memory(h * w * c.bytes_per_pixel, f"{source}'s check at {w}x{h}", "re-export it")
     probe = np.zeros((1, c.input_channels, h, w), np.float32)
     limit = budget.probe_seconds()
     options = ort.RunOptions()
@@ -122,12 +122,12 @@ def _check_probe_run(session: ort.InferenceSession, c: ModelContract, source: st
     except Exception as e:  # noqa: BLE001 - any failure here means the file is not what it claims
         if options.terminate:
             raise UserError(
-                f"{source} did not finish one run at {h}x{w} within {limit.value:g} s "
+                f"{source} did not finish one run at {w}x{h} within {limit.value:g} s "
                 f"({limit.source}; set {limit.env} to change it): its graph may loop without "
                 "end; re-export it with tn-export"
             ) from e
         raise UserError(
-            f"{source} fails at {h}x{w} although its metadata allows multiples of "
+            f"{source} fails at {w}x{h} although its metadata allows multiples of "
             f"{c.size_multiple} from {c.min_size} to {c.max_size}, so its metadata is wrong "
             f"({first_line(e)}); re-export it with tn-export"
         ) from e
@@ -135,7 +135,7 @@ def _check_probe_run(session: ort.InferenceSession, c: ModelContract, source: st
         timer.cancel()
     if result.shape != (1, 3, h, w):
         raise UserError(
-            f"{source} returns shape {result.shape} for a {h}x{w} input (height x width), not "
+            f"{source} returns shape {result.shape} for a {w}x{h} input (WIDTHxHEIGHT), not "
             f"(1, 3, {h}, {w}): its output does not follow its input; re-export it with tn-export"
         )
     if not np.isfinite(result).all():
