@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from tn_export import budget
 from tn_export.atomic import atomic_path, check_outputs
 from tn_export.budget import DESCRIPTOR_BYTES_PER_PIXEL, MAX_PIXELS, MAX_SIDE, number
-from tn_export.cli import command_parser, defaults, given
+from tn_export.cli import command_parser, defaults, flags, given
 from tn_export.errors import UserError, cli_entry
 from tn_export.images import load_image
 from tn_export.sizes import format_sizes, parse_size, parse_sizes
@@ -415,7 +415,7 @@ def check_sizes(cfg: BenchConfig, config: GeneratorConfig) -> None:
         budget.check_memory(gatys, f"Gatys at {side}x{side}", "lower --gatys-size")
 
 
-@cli_entry("tn-bench")
+@cli_entry("tn-bench", flags(BenchConfig, QualityConfig))
 def main(argv: list[str] | None = None) -> int:
     argv = list(argv or [])
     first = argv[0] if argv else None

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from tn_export import __version__
 from tn_export.checkpoint import load_checkpoint
 from tn_export.descriptor import TEXTURE_LAYERS, load_descriptor
+from tn_export.errors import UserError
 from tn_export.export.graph import Deployable
 from tn_export.images import load_image, save_image, to_array
 from tn_export.losses import gram_matrix
@@ -37,6 +38,8 @@ from .schema import SCHEMA_VERSION
 
 REFERENCE = ("onnxruntime-fp32", "torch")  # outputs are compared with the first one measured
 MEMORY_ITERATIONS = gatys.LBFGS_HISTORY + 2  # long enough to fill L-BFGS's history
+# The export's parameters that tn-bench derives from its own options (Run.export_sizes).
+EXPORT_FLAGS = {"max_size": "the largest of --sizes (or 2048)"}
 
 
 @dataclass
@@ -183,7 +186,9 @@ class Benchmark:
         try:
             paths = make()
         except Exception as e:  # noqa: BLE001 - a failed export skips those backends only
-            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            # The export's bounds come from --sizes, so its errors are worded with that flag.
+            text = e.worded(EXPORT_FLAGS) if isinstance(e, UserError) else str(e)
+            first = text.strip().splitlines()[0] if text.strip() else ""
             for key in keys:
                 self.model_errors[network, key] = f"export failed: {type(e).__name__}: {first}"
             return

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tn_export.cli import flags
 from tn_export.descriptor import (
     CONTENT_LAYER,
     STYLE_LAYERS,
@@ -14,6 +15,7 @@ from tn_export.descriptor import (
 )
 from tn_export.errors import UserError
 from tn_export.losses import content_loss, diversity_loss, gram_matrix, texture_loss, tv_loss
+from training.train import TrainConfig
 
 
 def test_vgg_layer_names_and_truncation():
@@ -46,18 +48,20 @@ def test_missing_weights_name_the_three_ways_out(monkeypatch, tmp_path):
         load_descriptor("vgg19", TEXTURE_LAYERS)
     message = str(err.value)
     assert "download" in message
-    assert "--descriptor-weights" in message
+    assert "descriptor_weights PATH" in message and "--" not in message  # the library's words
     assert "TN_DESCRIPTOR_WEIGHTS" in message
+    # tn-train and tn-bench word the same error with their flag
+    assert "give --descriptor-weights PATH" in err.value.worded(flags(TrainConfig))
 
 
 def test_weights_file_errors(tmp_path):
     missing = tmp_path / "nope.pth"
     with pytest.raises(UserError, match="do not exist"):
-        load_descriptor("vgg16", weights=missing)
+        load_descriptor("vgg16", descriptor_weights=missing)
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a checkpoint at all")
     with pytest.raises(UserError, match="not a readable"):
-        load_descriptor("vgg16", weights=junk)
+        load_descriptor("vgg16", descriptor_weights=junk)
 
 
 def test_weights_from_the_environment_and_architecture_mismatch(monkeypatch, tmp_path):
@@ -67,7 +71,7 @@ def test_weights_from_the_environment_and_architecture_mismatch(monkeypatch, tmp
     monkeypatch.setenv("TN_DESCRIPTOR_WEIGHTS", str(path))
     d = load_descriptor("vgg16", TEXTURE_LAYERS)
     assert torch.equal(d.features[0].weight, state["0.weight"] + 1)
-    with pytest.raises(UserError, match="pass --descriptor vgg16"):
+    with pytest.raises(UserError, match="they look like vgg16: use that descriptor"):
         load_descriptor("vgg19", TEXTURE_LAYERS)
 
 

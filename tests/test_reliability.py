@@ -832,6 +832,7 @@ CASES = [
     case("descriptor weights that inflate to 600 MB", "tn-train",
          f"{TRAIN} --descriptor vgg16 --descriptor-weights {{inflating.pt}}", 2,
          "descriptor weights {inflating.pt} (unpacked) needs at least 629 MB",
+         "point --descriptor-weights at a torchvision VGG state dict",
          env={"TN_MEMORY_BUDGET": "256M"}, bounded=True),
     case("photo at the pixel limit, its buffers over the memory", "tn-run",
          f"{STYLE} {{pixel-limit.png}} -o {{out}}/o.png", 2,

@@ -197,7 +197,7 @@ def check_finite(generator: PyramidGenerator, source: str) -> None:
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise UserError(
                 f"{source} holds NaN or infinite values in {name}: its training diverged; use "
-                "an earlier checkpoint or retrain with a lower --lr"
+                "an earlier checkpoint or retrain with a lower learning rate (tn-train --lr)"
             )
 
 

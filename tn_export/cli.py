@@ -54,6 +54,12 @@ def defaults(config: type) -> dict[str, Any]:
     return values
 
 
+def flags(*configs: type) -> dict[str, str]:
+    """Each config field's flag (descriptor_weights: --descriptor-weights), for cli_entry to
+    reword the library's errors, which name the fields as Python spells them."""
+    return {f.name: "--" + f.name.replace("_", "-") for c in configs for f in dataclasses.fields(c)}
+
+
 def given(args: argparse.Namespace, config: type) -> dict[str, Any]:
     """The parsed options named like `config`'s fields, ready for `config(**...)`: the one place
     a command's options become its config, field for field."""

@@ -101,9 +101,10 @@ class VGGDescriptor(nn.Module):
 def _no_weights_error(name: str, reason: str) -> UserError:
     return UserError(
         f"no ImageNet weights for the {name} descriptor ({reason}); either let torchvision "
-        f"download them once (needs internet), or pass --descriptor-weights PATH, or set "
+        f"download them once (needs internet), or give descriptor_weights PATH, or set "
         f"{WEIGHTS_ENV}=PATH to a torchvision-layout state dict "
-        f"(e.g. ../shared/descriptors/vgg16_imagenet_features.pth with --descriptor vgg16)"
+        f"(e.g. ../shared/descriptors/vgg16_imagenet_features.pth for the vgg16 descriptor)",
+        "descriptor_weights",
     )
 
 
@@ -128,16 +129,19 @@ def _torchvision_state_dict(name: str) -> dict[str, torch.Tensor]:
 def _file_state_dict(path: Path, name: str) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise UserError(
-            f"descriptor weights {path} do not exist; fix --descriptor-weights or {WEIGHTS_ENV}"
+            f"descriptor weights {path} do not exist; fix descriptor_weights or {WEIGHTS_ENV}",
+            "descriptor_weights",
         )
     unpacked = f"descriptor weights {path} (unpacked)"
-    check_memory(unpacked_size(path), unpacked, "point --descriptor-weights at a VGG state dict")
+    fix = "point descriptor_weights at a torchvision VGG state dict"
+    check_memory(unpacked_size(path), unpacked, fix, "descriptor_weights")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
         raise UserError(
             f"descriptor weights {path} are not a readable torch state dict ({type(e).__name__}); "
-            f"point --descriptor-weights at a torchvision VGG state dict"
+            f"{fix}",
+            "descriptor_weights",
         ) from e
     if not isinstance(state, dict):
         raise UserError(f"descriptor weights {path} hold no state dict; expected a VGG state dict")
@@ -147,10 +151,11 @@ def _file_state_dict(path: Path, name: str) -> dict[str, torch.Tensor]:
 def load_descriptor(
     name: DescriptorName = "vgg19",
     layers: Iterable[str] = TEXTURE_LAYERS,
-    weights: str | os.PathLike | None = None,
+    descriptor_weights: str | os.PathLike | None = None,
     seed: int = 0,
 ) -> VGGDescriptor:
-    """Build the descriptor with ImageNet weights: `weights`, else $TN_DESCRIPTOR_WEIGHTS, else
+    """Build the descriptor with ImageNet weights: `descriptor_weights` (a torchvision-layout
+    VGG state dict), else $TN_DESCRIPTOR_WEIGHTS, else
     torchvision's. `random` (tests only) is seeded and narrow, and never a silent fallback."""
     model = VGGDescriptor(name, layers)
     if name == "random":
@@ -161,7 +166,7 @@ def load_descriptor(
                     nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
                     nn.init.zeros_(m.bias)
         return model
-    source = weights or os.environ.get(WEIGHTS_ENV)
+    source = descriptor_weights or os.environ.get(WEIGHTS_ENV)
     if source:
         state = _file_state_dict(Path(source), name)
         origin = str(source)
@@ -178,7 +183,7 @@ def load_descriptor(
     n_convs = sum(1 for k in state if k.endswith(".weight") and state[k].dim() == 4)
     if missing or wrong:
         arch = {13: "vgg16", 16: "vgg19"}.get(n_convs)
-        hint = f"it looks like {arch}: pass --descriptor {arch}" if arch else "use a VGG state dict"
+        hint = f"they look like {arch}: use that descriptor" if arch else "use a VGG state dict"
         raise UserError(f"descriptor weights {origin} do not fit {name} ({hint})")
     model.features.load_state_dict({k: state[k] for k in wanted})
     return model

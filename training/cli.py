@@ -9,7 +9,7 @@ from pathlib import Path
 from tn_export import budget
 from tn_export.atomic import check_outputs, full_disk_names, refuse_overwriting_inputs
 from tn_export.budget import number
-from tn_export.cli import command_parser, defaults, given
+from tn_export.cli import command_parser, defaults, flags, given
 from tn_export.descriptor import STYLE_LAYERS, TEXTURE_LAYERS
 from tn_export.errors import Terminated, UserError, cli_entry
 from tn_export.images import image_files
@@ -160,7 +160,7 @@ def _check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
         )
 
 
-@cli_entry("tn-train")
+@cli_entry("tn-train", flags(TrainConfig))
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # What train() writes into the run folder; no input may be among it.
