@@ -152,6 +152,19 @@ def image_strip(results: dict, base: Path) -> bytes | None:
     return _png(fig, dpi=80)  # photographs compress poorly: keep the committed report small
 
 
+def eval_curve(rows: list[dict]) -> list[tuple[float, float]]:
+    """(minutes of training, eval_distance) from log.jsonl's rows. A --resume restarts the
+    log's clock, so the time before it is added to the rows after it."""
+    points, offset, last = [], 0.0, 0.0
+    for r in rows:
+        if r["seconds"] < last:
+            offset += last
+        last = r["seconds"]
+        if "eval_distance" in r:
+            points.append(((offset + last) / 60, r["eval_distance"]))
+    return points
+
+
 def training_curves(runs: dict[str, Path], references: dict[str, float]) -> bytes:
     """Gram distance of each run's delivered samples (log.jsonl's eval_distance) against
     training time, with horizontal lines at reference models' distances."""
@@ -159,8 +172,7 @@ def training_curves(runs: dict[str, Path], references: dict[str, float]) -> byte
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for label, log in runs.items():
-        rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-        points = [(r["seconds"] / 60, r["eval_distance"]) for r in rows if "eval_distance" in r]
+        points = eval_curve([json.loads(line) for line in log.read_text().splitlines() if line])
         if points:
             ax.plot(*zip(*points, strict=True), marker="o", ms=3, label=label)
     for label, value in references.items():

@@ -65,35 +65,24 @@ def seam_error(image: torch.Tensor) -> float:
 
 
 def element_size(image: torch.Tensor) -> float:
-    """The size of a texture's elements in pixels, as its correlation length: the first lag at
-    which the radially averaged autocorrelation of its luminance crosses zero (about half the
-    spacing of peppers or bricks). A texture resized by s has it multiplied by s, so the ratio
-    of a sample's to its exemplar's compares their scales."""
+    """The size of a texture's elements in pixels: the period at the power-weighted mean
+    log-frequency of its luminance (Hann-windowed, 2 cycles per image up to Nyquist). Resizing
+    a texture by s multiplies it by s; unlike the correlation length it follows the mortar of
+    bricks as well as the blobs of peppers (docs/training.md)."""
     lum = image.reshape(-1, *image.shape[-2:]).double().mean(0)
-    lum = lum - lum.mean()
     h, w = lum.shape
-    # Zero-padded FFTs give the linear (not wrap-around) autocorrelation; dividing by the
-    # overlap at each lag makes it unbiased, so large lags are not pulled towards zero.
-    spectrum = torch.fft.rfft2(lum, s=(2 * h, 2 * w))
-    auto = torch.fft.irfft2(spectrum.abs().pow(2), s=(2 * h, 2 * w))
-    overlap = torch.fft.irfft2(torch.fft.rfft2(torch.ones_like(lum), s=(2 * h, 2 * w)).abs() ** 2)
-    auto = auto / overlap.clamp_min(1.0)
-    dy = torch.fft.fftfreq(2 * h, 1 / (2 * h)).abs()
-    dx = torch.fft.fftfreq(2 * w, 1 / (2 * w)).abs()
-    radius = (dy[:, None] ** 2 + dx[None, :] ** 2).sqrt().round().long()
-    limit = min(h, w) // 2
-    keep = radius <= limit
-    sums = torch.zeros(limit + 1, dtype=auto.dtype).index_add_(0, radius[keep], auto[keep])
-    counts = torch.zeros(limit + 1, dtype=auto.dtype).index_add_(
-        0, radius[keep], torch.ones_like(auto[keep])
-    )
-    profile = (sums / counts.clamp_min(1)) / auto[0, 0].clamp_min(1e-12)
-    below = (profile < 0).nonzero()
-    if not len(below):
-        return float(limit)
-    r = int(below[0])
-    # Linear interpolation between the last lag above zero and the first below it.
-    return float(r - 1 + profile[r - 1] / (profile[r - 1] - profile[r]))
+    window = torch.hann_window(h, periodic=False, dtype=lum.dtype)[:, None]
+    window = window * torch.hann_window(w, periodic=False, dtype=lum.dtype)[None, :]
+    power = torch.fft.fft2((lum - lum.mean()) * window).abs().pow(2)
+    fy, fx = torch.fft.fftfreq(h).abs(), torch.fft.fftfreq(w).abs()
+    frequency = (fy[:, None] ** 2 + fx[None, :] ** 2).sqrt()  # cycles per pixel
+    # Below 2 cycles per image the window's own spectrum dominates.
+    keep = (frequency >= 2 / min(h, w)) & (frequency <= 0.5)
+    weights = power[keep]
+    if float(weights.sum()) == 0:  # a flat image has no elements to measure
+        return math.inf
+    mean_log = (weights * frequency[keep].log()).sum() / weights.sum()
+    return float(torch.exp(-mean_log))
 
 
 def diversity(images: torch.Tensor, per_image: Sequence[Grams]) -> tuple[float | None, ...]:

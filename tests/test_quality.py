@@ -22,9 +22,9 @@ from tn_export.export.graph import delivered
 from tn_export.generator import PyramidGenerator
 from tn_export.images import from_array, save_image, to_array
 
-# The bundled red_peppers model (22,446 over 8 seeds, README; 20,938 on this test's 2 seeds) must
-# stay at or below this.
-BUNDLED_RED_PEPPERS_TARGET = 27_000
+# The bundled red_peppers model (17,190 over 8 seeds, README; 13,403 on this test's 2 seeds) must
+# stay at or below issue 10's target: 1.25x the paper's released model (14,111 over 8 seeds).
+BUNDLED_RED_PEPPERS_TARGET = 17_639
 
 
 def _smooth_noise(size: int, blur: int, seed: int = 0) -> torch.Tensor:
@@ -56,10 +56,32 @@ def _config(model: str, out: Path, images: dict[str, Path], **changes) -> Qualit
 
 def test_element_size_follows_the_scale_of_the_image():
     small = _smooth_noise(128, 3)
-    large = torch.nn.functional.interpolate(small[None], scale_factor=2, mode="bilinear")[0]
+    large = torch.nn.functional.interpolate(small[None], scale_factor=2, mode="bicubic")[0]
     ratio = quality.element_size(large) / quality.element_size(small)
     assert 1.8 < ratio < 2.2
     assert quality.element_size(_smooth_noise(128, 8)) > 1.3 * quality.element_size(small)
+
+
+@pytest.mark.parametrize(
+    ("texture", "released"),
+    [("bricks.png", "bricks.png_model.t7"), ("red-peppers.jpg", "red-peppers256.o.jpg_model.t7")],
+)
+def test_element_size_finds_the_released_models_at_their_exemplars_scale(
+    shared_dir, texture, released
+):
+    """The paper's generators keep their textures' scale (by eye); the measure must agree
+    (0.93 and 1.04 when written) and must see the exemplar itself resized by 1.5."""
+    from tn_export.torch7 import load_torch7
+
+    path = shared_dir / "data" / "textures" / texture
+    exemplar = torch.from_numpy(to_array(Image.open(path).convert("RGB")))
+    larger = torch.nn.functional.interpolate(exemplar[None], scale_factor=1.5, mode="bicubic")
+    own = quality.element_size(exemplar)
+    assert 1.35 < quality.element_size(larger) / own < 1.7
+    generator = load_torch7(shared_dir / "data" / "texture_nets_v1_models" / released).generator
+    samples = quality.generator_samples(generator, 4, 256, 256)
+    ratio = sum(quality.element_size(s) for s in samples) / len(samples) / own
+    assert 0.85 < ratio < 1.15
 
 
 def test_the_exemplar_scores_zero_against_itself_and_more_against_others():
@@ -178,4 +200,15 @@ def test_bundled_red_peppers_model_stays_within_its_stated_quality(
 ):
     result = _judge(shared_dir, vgg16_weights, "red_peppers", "red-peppers.jpg", tmp_path / "q")
     assert result["gram_distance"]["mean"] <= BUNDLED_RED_PEPPERS_TARGET
-    assert result["separation"] > 60
+    assert result["separation"] > 100  # 137x over 8 seeds
+
+
+def test_a_resumed_runs_curve_continues_its_clock():
+    from benchmarks.plots import eval_curve
+
+    rows = [
+        {"seconds": 60, "eval_distance": 9},
+        {"seconds": 120},
+        {"seconds": 30, "eval_distance": 5},
+    ]
+    assert eval_curve(rows) == [(1.0, 9), (2.5, 5)]

@@ -19,9 +19,10 @@ from tn_export.checkpoint import (
     load_checkpoint,
 )
 from tn_export.descriptor import STYLE_LAYERS, TEXTURE_LAYERS, load_descriptor
+from tn_export.errors import UserError
 from tn_export.losses import gram_matrix, texture_loss
 from training.cli import main
-from training.train import PAPER, TrainConfig
+from training.train import PAPER, TrainConfig, straight_through_clamp
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +81,31 @@ def test_style_run(texture, tmp_path):
     assert {"texture", "content"} <= set(
         json.loads((run / "log.jsonl").read_text().splitlines()[0])
     )
+
+
+def test_straight_through_clamp_delivers_the_clamped_image_and_keeps_every_gradient():
+    x = torch.tensor([-0.5, 0.25, 1.5], requires_grad=True)
+    y = straight_through_clamp(x)
+    assert y.tolist() == [0.0, 0.25, 1.0]
+    (y * torch.tensor([1.0, 2.0, 3.0])).sum().backward()
+    assert x.grad.tolist() == [1.0, 2.0, 3.0]  # a plain clamp gives the outer two none
+
+
+def test_the_last_iterations_score_the_clamped_output(texture, tmp_path, monkeypatch):
+    import training.train as train_module
+
+    seen = []
+
+    def spy(images):
+        seen.append(True)
+        return straight_through_clamp(images)
+
+    monkeypatch.setattr(train_module, "straight_through_clamp", spy)
+    args = ["texture", "--texture", str(texture), "-o", str(tmp_path / "run")]
+    assert main([*args, *fast("--iterations", "5", "--clamp-last", "2")]) == 0
+    assert len(seen) == 2
+    with pytest.raises(UserError, match="--clamp-last must be 0 or more"):
+        TrainConfig(mode="texture", exemplar=texture, out=tmp_path, clamp_last=-1)
 
 
 def test_interrupted_and_resumed_equals_uninterrupted(texture, tmp_path):
@@ -222,8 +248,8 @@ def test_the_recipe_is_the_default_and_paper_is_upstreams_v1(tmp_path):
         return _schedule(args)
 
     recipe = schedule()
-    assert recipe == {"batch_size": 2, "iterations": 4800, "lr": 0.05, "lr_decay": 0.8,
-                      "lr_step": 400}  # fmt: skip
+    assert recipe == {"batch_size": 2, "iterations": 5200, "lr": 0.05, "lr_decay": 0.8,
+                      "lr_step": 400, "clamp_last": 400}  # fmt: skip
     assert schedule("--preset", "paper") == PAPER
     assert schedule("--preset", "paper", "--lr", "0.02")["lr"] == 0.02  # options given win
     texture = TrainConfig(mode="texture", exemplar=tmp_path, out=tmp_path)

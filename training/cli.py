@@ -56,6 +56,11 @@ def _parser() -> argparse.ArgumentParser:
             ("lr", number(float, above=0), "Adam's learning rate"),
             ("lr_decay", number(float, at_most=1, above=0), "learning rate factor"),
             ("lr_step", POSITIVE, "iterations between learning rate decays"),
+            (
+                "clamp_last",
+                number(int, 0),
+                "final iterations that score the output clamped to [0, 1], as delivered",
+            ),
         ):
             p.add_argument(
                 f"--{flag.replace('_', '-')}",
