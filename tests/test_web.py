@@ -21,6 +21,7 @@ from PIL import Image
 from test_runtime import photo, tiny_onnx
 
 from tn_export import runtime
+from tn_export.runtime.controls import Controls
 
 WEB = Path(__file__).resolve().parents[1] / "apps" / "web"
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
@@ -74,6 +75,15 @@ def browse(url: str, out: Path, image: Path | None = None) -> tuple[int, dict]:
     return done.returncode, json.loads((out / "summary.json").read_text())
 
 
+def raw_stylized(model: runtime.Model, rgb: np.ndarray) -> np.ndarray:
+    """The runtime's own padded run of an (H, W, 3) uint8 picture as one tile, cropped back:
+    the raw (3, H, W) output the page computes."""
+    height, width = rgb.shape[:2]
+    photos = rgb.transpose(2, 0, 1)[None].astype(np.float32) / 255.0
+    out = model._stylize_padded(photos, model.padded(height), model.padded(width), Controls())
+    return out[0, :, :height, :width]
+
+
 def test_bundled_model_in_the_browser_matches_python_onnxruntime(served, tmp_path):
     origin, models = served
     model = runtime.load(models / "red_peppers.onnx")
@@ -122,9 +132,7 @@ def test_the_bundled_style_model_stylizes_a_chosen_image_as_python_does(served, 
     assert code == 0, summary
     web = np.fromfile(tmp_path / "style" / "out.bin", "<f4").reshape(3, 70, 100)
     model = runtime.load(models / "starry.onnx")
-    # The runtime's own padded run of the whole picture as one tile, cropped back.
-    image = Image.open(picture).convert("RGB")
-    python = model._stylize_tile(image, 0, 0, model.padded(100), model.padded(70))[:, :70, :100]
+    python = raw_stylized(model, np.asarray(Image.open(picture).convert("RGB")))
     assert float(np.abs(web - python).max()) <= TOLERANCE
 
 

@@ -161,10 +161,15 @@ def to_array(image: Image.Image) -> np.ndarray:
     return np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / 255.0
 
 
+def to_uint8(array: np.ndarray) -> np.ndarray:
+    """float (3, H, W) RGB, nominally in [0, 1] -> (H, W, 3) uint8 (values clipped, NaN black)."""
+    a = np.clip(np.asarray(array, dtype=np.float32).transpose(1, 2, 0) * 255.0 + 0.5, 0, 255)
+    return np.nan_to_num(a, copy=False).astype(np.uint8)
+
+
 def from_array(array: np.ndarray) -> Image.Image:
     """float (3, H, W) RGB, nominally in [0, 1] -> Pillow image (values clipped, NaN black)."""
-    a = np.clip(np.asarray(array, dtype=np.float32).transpose(1, 2, 0) * 255.0 + 0.5, 0, 255)
-    return Image.fromarray(np.nan_to_num(a, copy=False).astype(np.uint8), "RGB")
+    return Image.fromarray(to_uint8(array), "RGB")
 
 
 def save_image(image: Image.Image, path: str | os.PathLike) -> None:

@@ -20,9 +20,17 @@ from ..errors import UserError, cli_entry
 from ..images import SAVE_FORMATS, image_files, load_image, save_image
 from ..sizes import parse_size
 from . import DEFAULT_TILE_PIXELS, IMAGE_BYTES_PER_PIXEL, Model, Progress, load
+from .video import DEFAULT_BATCH, stylize_video
 
 # The runtime's parameters as this command's flags; max_size is tn-export's, which sets it.
-FLAGS = {"tile_pixels": "--tile-pixels", "max_size": "--max-size"}
+FLAGS = {
+    "tile_pixels": "--tile-pixels",
+    "max_size": "--max-size",
+    "strength": "--strength",
+    "keep_colors": "--keep-colors",
+    "batch": "--batch",
+    "size": "--size",
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -68,8 +76,21 @@ def _parser() -> argparse.ArgumentParser:
         help="output image (.png, .jpg, .webp); with --count N: NAME-1.png ... NAME-N.png",
     )
 
+    controls = argparse.ArgumentParser(add_help=False)
+    controls.add_argument(
+        "--strength",
+        type=number(float, 0, 1),
+        default=1.0,
+        help="0 = the photo, 1 = full style; in between, a blend of the two",
+    )
+    controls.add_argument(
+        "--keep-colors",
+        action="store_true",
+        help="style the luminance only and keep the photo's colours (YCbCr chroma)",
+    )
+
     style = commands.add_parser(
-        "stylize", parents=[common], help="style models: restyle photos of any size"
+        "stylize", parents=[common, controls], help="style models: restyle photos of any size"
     )
     style.add_argument("inputs", type=Path, nargs="+", help="images and/or folders of images")
     style.add_argument(
@@ -84,6 +105,27 @@ def _parser() -> argparse.ArgumentParser:
         type=number(int, 1, budget.MAX_PIXELS),
         default=DEFAULT_TILE_PIXELS,
         help="largest tile run at once, in pixels; bigger images are tiled to bound memory",
+    )
+
+    video = commands.add_parser(
+        "video",
+        parents=[common, controls],
+        help="style models: restyle every frame of a video (needs the extra 'video': PyAV)",
+    )
+    video.add_argument("input", type=Path, help="a video file FFmpeg reads (.mp4, .mov, .mkv...)")
+    video.add_argument(
+        "-o", "--output", type=Path, required=True, help="output video (.mp4, .mov or .mkv)"
+    )
+    video.add_argument(
+        "--size",
+        type=parse_size,
+        help="WIDTHxHEIGHT or N of the output frames, even sides (default: the input's)",
+    )
+    video.add_argument(
+        "--batch",
+        type=number(int, 1, budget.count()),
+        default=DEFAULT_BATCH,
+        help="frames run through the model at once",
     )
     return parser
 
@@ -170,7 +212,9 @@ def _stylize(model: Model, args: argparse.Namespace) -> None:
             # An image whose buffers alone would not fit is refused before it is decoded.
             image = load_image(source, per_pixel=IMAGE_BYTES_PER_PIXEL, use="to stylize")
             with _tile_bar(leave=len(pairs) == 1) as progress:
-                styled = model.stylize(image, progress)
+                styled = model.stylize(
+                    image, progress, strength=args.strength, keep_colors=args.keep_colors
+                )
             save_image(styled, target)
         except UserError as e:
             if len(pairs) == 1:
@@ -184,16 +228,47 @@ def _stylize(model: Model, args: argparse.Namespace) -> None:
     print(f"wrote {where} in {took:.2f} s")
 
 
+def _video(model: Model, args: argparse.Namespace) -> None:
+    refuse_overwriting_inputs([args.output], [args.model, args.input])
+    check_outputs([args.output])
+    bars: list[tqdm] = []
+
+    def progress(done: int, total: int | None) -> None:
+        if not bars:  # opened after the first frames: an error before them stays one line
+            bars.append(tqdm(total=total, unit="frame", file=sys.stderr))
+        bars[0].update(done - bars[0].n)
+
+    try:
+        result = stylize_video(
+            model,
+            args.input,
+            args.output,
+            args.size,
+            strength=args.strength,
+            keep_colors=args.keep_colors,
+            batch=args.batch,
+            progress=progress,
+        )
+    finally:
+        for bar in bars:
+            bar.close()
+    width, height = result.size
+    rate = f"{float(result.rate):g} fps" if result.rate else "variable frame rate"
+    audio = "audio copied" if result.audio else "no audio"
+    print(
+        f"wrote {result.path} ({result.frames} frames, {width}x{height}, {rate}, {audio}) "
+        f"in {result.seconds:.2f} s"
+    )
+
+
 @cli_entry("tn-run", FLAGS)
 def main(argv: list[str] | None = None) -> int:
-    """tn-run synthesize MODEL --size WxH -o OUT | tn-run stylize MODEL INPUT... -o OUT."""
+    """tn-run synthesize MODEL --size WxH -o OUT | stylize MODEL INPUT... -o OUT |
+    video MODEL IN -o OUT."""
     args = _parser().parse_args(argv)
     tile_pixels = getattr(args, "tile_pixels", DEFAULT_TILE_PIXELS)
     model = load(
         args.model, providers=args.providers, threads=args.threads, tile_pixels=tile_pixels
     )
-    if args.command == "synthesize":
-        _synthesize(model, args)
-    else:
-        _stylize(model, args)
+    {"synthesize": _synthesize, "stylize": _stylize, "video": _video}[args.command](model, args)
     return 0

@@ -19,7 +19,8 @@ from .. import budget
 from ..budget import MAX_PIXELS
 from ..contract import ModelContract
 from ..errors import UserError
-from ..images import from_array, to_array, to_rgb
+from ..images import from_array, to_array, to_rgb, to_uint8
+from .controls import Controls
 from .session import check_graph, open_session
 from .tiling import (
     BAND_BYTES_PER_PIXEL,
@@ -153,13 +154,24 @@ class Model:
             noise = rng.standard_normal(shape, dtype=np.float32)
             yield from_array(self.run(noise)[0, :, :height, :width])
 
-    def stylize(self, image: Image.Image, progress: Progress | None = None) -> Image.Image:
+    def stylize(
+        self,
+        image: Image.Image,
+        progress: Progress | None = None,
+        *,
+        strength: float = 1.0,
+        keep_colors: bool = False,
+    ) -> Image.Image:
         """The image restyled, same size. Large images run in overlapping tiles, blended;
         `progress(done, total)` is called after each tile.
 
-        Edges are padded by reflection up to the size the model runs, then cropped back.
+        `strength` from 0 (the photo) to 1 (full style) blends the stylized pixels with the
+        photo's (these models hold no conditional norms to interpolate); `keep_colors` keeps the
+        photo's chroma and takes only the stylized luminance (controls.py). Edges are padded by
+        reflection up to the size the model runs, then cropped back.
         """
         self._check_mode("style")
+        controls = Controls(strength, keep_colors)
         if not isinstance(image, Image.Image):
             raise UserError(f"stylize() takes a Pillow image, not {type(image).__name__}")
         width, height = image.size
@@ -174,16 +186,52 @@ class Model:
         where = f"on a {width}x{height} image in {tile_w}x{tile_h} tiles"
         fix = "lower tile_pixels or downscale it"
         self._check_memory(tile_h * tile_w, images, where, fix, "tile_pixels")
-        return tiles.assemble(lambda x, y: self._stylize_tile(rgb, x, y, tile_w, tile_h), progress)
 
-    def _stylize_tile(
-        self, image: Image.Image, x: int, y: int, tile_w: int, tile_h: int
+        def tile(x: int, y: int) -> np.ndarray:
+            box = (x, y, min(x + tile_w, width), min(y + tile_h, height))
+            return self._stylize_padded(to_array(rgb.crop(box))[None], tile_h, tile_w, controls)[0]
+
+        return tiles.assemble(tile, progress)
+
+    def stylize_frames(
+        self, frames: np.ndarray, *, strength: float = 1.0, keep_colors: bool = False
     ) -> np.ndarray:
-        crop = to_array(
-            image.crop((x, y, min(x + tile_w, image.width), min(y + tile_h, image.height)))
-        )
-        pad = ((0, 0), (0, tile_h - crop.shape[1]), (0, tile_w - crop.shape[2]))
-        return self.run(np.pad(crop, pad, mode="reflect")[None])[0]
+        """A batch of frames restyled in one run: (N, H, W, 3) uint8 RGB -> the same shape.
+
+        Video frames run whole (not tiled), so a side is bounded by the model's max_size; the
+        controls are `stylize`'s.
+        """
+        self._check_mode("style")
+        controls = Controls(strength, keep_colors)
+        if not isinstance(frames, np.ndarray) or frames.ndim != 4 or frames.shape[3] != 3:
+            what = getattr(frames, "shape", type(frames).__name__)
+            raise UserError(f"stylize_frames() takes (N, H, W, 3) uint8 RGB frames, not {what}")
+        count, height, width = frames.shape[:3]
+        self.check_frames(count, width, height)
+        padded_h, padded_w = self.padded(height), self.padded(width)
+        photos = frames.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+        out = self._stylize_padded(photos, padded_h, padded_w, controls)
+        return np.stack([to_uint8(frame) for frame in out[:, :, :height, :width]])
+
+    def check_frames(self, count: int, width: int, height: int) -> None:
+        """Whether `count` frames of width x height fit the model's bounds and the memory budget,
+        checked before a video is opened for writing."""
+        self._check_mode("style")
+        self._check_size(width, height, "frame size", self.contract.max_size)
+        # Beside the run: the uint8 frames, the float32 photos, padded and blended, the output.
+        padded = count * self.padded(height) * self.padded(width)
+        where = f"on {count} frames of {width}x{height} at once"
+        fix = "take fewer frames at a time (batch) or a smaller size"
+        self._check_memory(padded, 16 * 3 * padded, where, fix, "batch", "size")
+
+    def _stylize_padded(
+        self, photos: np.ndarray, height: int, width: int, controls: Controls
+    ) -> np.ndarray:
+        """(N, 3, h, w) photos in [0, 1], reflection-padded to height x width, run, with the
+        controls applied: (N, 3, height, width), the padding not yet cropped."""
+        pad = ((0, 0), (0, 0), (0, height - photos.shape[2]), (0, width - photos.shape[3]))
+        padded = np.pad(photos, pad, mode="reflect")
+        return controls.apply(self.run(padded), padded)
 
 
 def load(
