@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -66,8 +67,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
         server.wait(timeout=10)
 
 
-def browse(url: str, out: Path, image: Path | None = None) -> tuple[int, dict]:
-    """Run the Playwright driver; returns its exit status and summary (screenshot in `out`)."""
+def browse(url: str, out: Path, image: Path | str | None = None) -> tuple[int, dict]:
+    """Run the Playwright driver, with an image to stylize or "--camera"; returns its exit
+    status and summary (screenshot in `out`)."""
     out.mkdir(parents=True, exist_ok=True)
     command = ["node", str(WEB / "tests" / "e2e.mjs"), url, str(out)]
     done = subprocess.run([*command, *([str(image)] if image else [])], cwd=WEB, timeout=300)
@@ -75,12 +77,15 @@ def browse(url: str, out: Path, image: Path | None = None) -> tuple[int, dict]:
     return done.returncode, json.loads((out / "summary.json").read_text())
 
 
-def raw_stylized(model: runtime.Model, rgb: np.ndarray) -> np.ndarray:
+def raw_stylized(
+    model: runtime.Model, rgb: np.ndarray, controls: Controls | None = None
+) -> np.ndarray:
     """The runtime's own padded run of an (H, W, 3) uint8 picture as one tile, cropped back:
-    the raw (3, H, W) output the page computes."""
+    the (3, H, W) output the page computes, before its 8-bit conversion."""
     height, width = rgb.shape[:2]
     photos = rgb.transpose(2, 0, 1)[None].astype(np.float32) / 255.0
-    out = model._stylize_padded(photos, model.padded(height), model.padded(width), Controls())
+    controls = controls or Controls()
+    out = model._stylize_padded(photos, model.padded(height), model.padded(width), controls)
     return out[0, :, :height, :width]
 
 
@@ -142,3 +147,39 @@ def test_a_foreign_model_is_a_clear_error_on_the_page(served, tmp_path):
     code, summary = browse(f"{origin}/index.html?model=/models/foreign.onnx", tmp_path / "foreign")
     assert code == 1 and summary["state"] == "error"
     assert "has no tn-export metadata" in summary["status"]
+
+
+def test_strength_and_keep_colors_on_the_page_match_the_runtime(served, tmp_path):
+    origin, models = served
+    picture = tmp_path / "photo.png"
+    photo(90, 60, seed=2).save(picture)
+    url = f"{origin}/index.html?model=/models/starry.onnx&strength=0.5&keep-colors=1"
+    code, summary = browse(url, tmp_path / "controls", picture)
+    assert code == 0, summary
+    web = np.fromfile(tmp_path / "controls" / "out.bin", "<f4").reshape(3, 60, 90)
+    model = runtime.load(models / "starry.onnx")
+    rgb = np.asarray(Image.open(picture).convert("RGB"))
+    python = raw_stylized(model, rgb, Controls(0.5, keep_colors=True))
+    assert float(np.abs(web - python).max()) <= TOLERANCE
+    assert np.abs(python - raw_stylized(model, rgb)).mean() > 0.02  # the controls did something
+
+
+def test_the_camera_stylizes_live_frames_as_python_does(served, tmp_path):
+    """Chromium's fake camera (a moving test picture): frames are stylized live with frames per
+    second shown, a snapshot is offered, and the last frame equals Python onnxruntime's run."""
+    origin, models = served
+    out = tmp_path / "camera"
+    code, summary = browse(f"{origin}/index.html?model=/models/starry.onnx", out, "--camera")
+    assert code == 0, summary
+    camera = summary["camera"]
+    width, height = camera["width"], camera["height"]
+    assert camera["frames"] >= 3 and max(width, height) == 256, camera
+    assert re.fullmatch(rf"\d+\.\d frames/s at {width}x{height}", summary["fps"]), summary["fps"]
+    assert summary["download"]["name"].startswith("camera-starry-")
+    assert (summary["download"]["width"], summary["download"]["height"]) == (width, height)
+    frame = np.fromfile(out / "camera.bin", np.uint8).reshape(height, width, 4)[..., :3]
+    web = np.fromfile(out / "out.bin", "<f4").reshape(3, height, width)
+    python = raw_stylized(runtime.load(models / "starry.onnx"), frame)
+    print(f"camera: {camera['frames']} frames, {summary['fps']}")
+    assert frame.std() > 10  # a real picture came from the camera
+    assert float(np.abs(web - python).max()) <= TOLERANCE

@@ -1,6 +1,8 @@
 // The page: pick (or pass ?model=URL) an exported model, generate or stylize, show, download.
 // Query parameters, all optional: model=URL (default models/red_peppers.onnx), size=WxH, seed=N,
-// noise=URL (raw little-endian float32 noise at the padded size), run=1 (generate on load).
+// noise=URL (raw little-endian float32 noise at the padded size), run=1 (generate on load),
+// strength=0..1 and keep-colors=1 (style models' controls).
+import { attachCamera } from './camera.mjs';
 import { TextureNetwork, toImageData } from './tn.mjs';
 
 const $ = (id) => document.getElementById(id);
@@ -32,6 +34,7 @@ async function openModel(bytes, source) {
     `to ${c.maxSize} (here up to ${network.maxSide})` + (c.description ? `: ${c.description}` : '');
   $('texture-controls').hidden = c.mode !== 'texture';
   $('style-controls').hidden = c.mode !== 'style';
+  $('camera-controls').hidden = c.mode !== 'style';
   for (const id of ['width', 'height', 'max-side']) $(id).max = network.maxSide;
   $('max-side').value = Math.min(Number($('max-side').value), network.maxSide);
   status(`Ready: ${c.name}`, 'ready');
@@ -77,11 +80,16 @@ async function pictureData(file) {
   return context.getImageData(0, 0, width, height);
 }
 
+// The style controls as TextureNetwork.stylize takes them.
+function controls() {
+  return { strength: Number($('strength').value), keepColors: $('keep-colors').checked };
+}
+
 async function stylize() {
   const data = await pictureData(state.image);
   status(`Stylizing ${data.width}x${data.height}…`, 'busy');
   const start = performance.now();
-  const result = await state.network.stylize(data);
+  const result = await state.network.stylize(data, controls());
   const stem = state.image.name.replace(/\.[^.]*$/, '');
   show(result, `${stem}-${state.network.contract.name}.png`);
   status(`Stylized ${data.width}x${data.height} in ${Math.round(performance.now() - start)} ms`, 'done');
@@ -105,11 +113,18 @@ $('image-file').addEventListener('change', (event) => {
   $('stylize').disabled = !state.image;
 });
 $('stylize').addEventListener('click', () => guard(stylize));
+$('strength').addEventListener('input', () => {
+  $('strength-value').textContent = $('strength').value;
+});
+attachCamera({ state, controls, show, status, guard });
 
 guard(async () => {
   const size = params.get('size')?.match(/^(\d+)x(\d+)$/);
   if (size) [$('width').value, $('height').value] = [size[1], size[2]];
   if (params.has('seed')) $('seed').value = params.get('seed');
+  if (params.has('strength')) $('strength').value = params.get('strength');
+  $('strength-value').textContent = $('strength').value;
+  $('keep-colors').checked = params.get('keep-colors') === '1';
   const url = params.get('model') ?? 'models/red_peppers.onnx';
   const response = await fetch(url);
   if (!response.ok) {

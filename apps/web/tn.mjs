@@ -238,11 +238,13 @@ export class TextureNetwork {
     return { width, height, rgb: crop(out, ph, pw, height, width) };
   }
 
-  // Stylize an ImageData (at most maxSide per side: scale it first).
-  async stylize(imageData) {
+  // Stylize an ImageData (at most maxSide per side: scale it first). `strength` (0 = the photo,
+  // 1 = full style) and `keepColors` as tn_export.runtime's controls (applyControls).
+  async stylize(imageData, { strength = 1, keepColors = false } = {}) {
     if (this.contract.mode !== 'style') {
       throw new Error(`${this.source} is a texture model: generate a texture instead`);
     }
+    checkStrength(strength);
     const { width, height, data } = imageData;
     this.checkSize(width, height);
     const rgb = new Float32Array(3 * width * height);
@@ -252,8 +254,41 @@ export class TextureNetwork {
     const ph = this.padded(height);
     const pw = this.padded(width);
     const out = await this.run(reflectPad(rgb, height, width, ph, pw), 3, ph, pw);
-    return { width, height, rgb: crop(out, ph, pw, height, width) };
+    const styled = crop(out, ph, pw, height, width);
+    return { width, height, rgb: applyControls(styled, rgb, { strength, keepColors }) };
   }
+}
+
+export function checkStrength(strength) {
+  if (typeof strength !== 'number' || !(strength >= 0 && strength <= 1)) {
+    throw new Error(`strength must be from 0 (the photo) to 1 (full style), not ${strength}`);
+  }
+}
+
+// BT.601 luma weights (YCbCr as JPEG defines it), as tn_export/runtime/controls.py.
+const LUMA = [0.299, 0.587, 0.114];
+
+// The delivered planar RGB from the raw stylized output and the photo, as controls.py computes
+// it: these models have no conditional norms, so strength blends pixels; keepColors adds the
+// change of luminance to every channel, which keeps the photo's Cb and Cr.
+export function applyControls(styled, photo, { strength = 1, keepColors = false } = {}) {
+  if (strength === 1 && !keepColors) return styled;
+  const plane = photo.length / 3;
+  const out = new Float32Array(photo.length);
+  const clip = (v) => Math.min(1, Math.max(0, v));
+  for (let i = 0; i < plane; i++) {
+    let change = 0;
+    if (keepColors) {
+      for (let c = 0; c < 3; c++) {
+        change += LUMA[c] * (clip(styled[c * plane + i]) - photo[c * plane + i]);
+      }
+    }
+    for (let c = 0; c < 3; c++) {
+      const j = c * plane + i;
+      out[j] = photo[j] + strength * (keepColors ? change : clip(styled[j]) - photo[j]);
+    }
+  }
+  return out;
 }
 
 // Planar RGB in [0, 1] -> ImageData for a canvas.
