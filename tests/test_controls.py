@@ -58,25 +58,29 @@ def test_half_strength_lies_between_the_photo_and_the_full_style(style, picture,
 
 
 def test_keep_colors_keeps_the_photos_chroma_and_the_styled_luminance(style, picture, full):
-    out = style.stylize(picture, keep_colors=True)
-    kept, styled, original = ycbcr(pixels(out)), ycbcr(full), ycbcr(pixels(picture))
+    out = pixels(style.stylize(picture, keep_colors=True))
+    kept, styled, original = ycbcr(out), ycbcr(full), ycbcr(pixels(picture))
     chroma_moved = np.abs(styled[..., 1:] - original[..., 1:]).mean()
     chroma_kept = np.abs(kept[..., 1:] - original[..., 1:])
+    # Y follows the stylized one except where the photo's colour cannot hold it (a channel
+    # would leave 0..255): there it stops at the bound.
+    free = (out.min(axis=-1) > 0) & (out.max(axis=-1) < 255)
     luma = np.abs(kept[..., 0] - styled[..., 0])
     print(
         f"Cb/Cr: photo vs stylized {chroma_moved:.2f} levels, photo vs keep_colors mean "
-        f"{chroma_kept.mean():.2f} (99th percentile {np.percentile(chroma_kept, 99):.1f}); "
-        f"Y vs stylized mean {luma.mean():.2f}"
+        f"{chroma_kept.mean():.2f} (max {chroma_kept.max():.0f}); Y vs stylized mean "
+        f"{luma[free].mean():.2f} on the {free.mean():.0%} of pixels within the bounds"
     )
     assert chroma_moved > 5  # the style does recolour the photo
-    assert chroma_kept.mean() < 1.0 and np.percentile(chroma_kept, 99) <= 3
-    assert luma.mean() < 1.0
+    assert chroma_kept.mean() < 0.5 and chroma_kept.max() <= 2  # 8-bit rounding
+    assert free.mean() > 0.5 and luma[free].mean() < 1.0
 
 
 def test_keep_colors_at_half_strength_moves_the_luminance_halfway(style, picture, full):
-    out = ycbcr(pixels(style.stylize(picture, strength=0.5, keep_colors=True)))
+    out = pixels(style.stylize(picture, strength=0.5, keep_colors=True))
     halfway = (ycbcr(full)[..., 0] + ycbcr(pixels(picture))[..., 0]) / 2
-    assert np.abs(out[..., 0] - halfway).mean() < 1.0
+    free = (out.min(axis=-1) > 0) & (out.max(axis=-1) < 255)
+    assert free.mean() > 0.5 and np.abs(ycbcr(out)[..., 0] - halfway)[free].mean() < 1.0
 
 
 @pytest.mark.parametrize("bad", [1.5, -0.1, float("nan"), float("inf"), "0.5", True, None])

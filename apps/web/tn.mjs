@@ -269,24 +269,28 @@ export function checkStrength(strength) {
 const LUMA = [0.299, 0.587, 0.114];
 
 // The delivered planar RGB from the raw stylized output and the photo, as controls.py computes
-// it: these models have no conditional norms, so strength blends pixels; keepColors adds the
-// change of luminance to every channel, which keeps the photo's Cb and Cr.
+// it: these models have no conditional norms, so strength blends pixels; keepColors moves only
+// the luminance Y (each channel keeps its offset from Y, which is what keeps Cb and Cr), within
+// the range where no channel leaves [0, 1].
 export function applyControls(styled, photo, { strength = 1, keepColors = false } = {}) {
   if (strength === 1 && !keepColors) return styled;
   const plane = photo.length / 3;
   const out = new Float32Array(photo.length);
-  const clip = (v) => Math.min(1, Math.max(0, v));
+  const clip = (v, low = 0, high = 1) => Math.min(high, Math.max(low, v));
+  const luma = (rgb, i, f = (v) => v) =>
+    LUMA[0] * f(rgb[i]) + LUMA[1] * f(rgb[plane + i]) + LUMA[2] * f(rgb[2 * plane + i]);
   for (let i = 0; i < plane; i++) {
-    let change = 0;
-    if (keepColors) {
-      for (let c = 0; c < 3; c++) {
-        change += LUMA[c] * (clip(styled[c * plane + i]) - photo[c * plane + i]);
+    if (!keepColors) {
+      for (let j = i; j < photo.length; j += plane) {
+        out[j] = photo[j] + strength * (clip(styled[j]) - photo[j]);
       }
+      continue;
     }
-    for (let c = 0; c < 3; c++) {
-      const j = c * plane + i;
-      out[j] = photo[j] + strength * (keepColors ? change : clip(styled[j]) - photo[j]);
-    }
+    const y = luma(photo, i);
+    const offsets = [photo[i] - y, photo[plane + i] - y, photo[2 * plane + i] - y];
+    const wanted = y + strength * (luma(styled, i, clip) - y);
+    const moved = clip(wanted, -Math.min(...offsets), 1 - Math.max(...offsets));
+    for (let c = 0; c < 3; c++) out[c * plane + i] = offsets[c] + moved;
   }
   return out;
 }

@@ -4,7 +4,8 @@ These generators hold one style and no conditional norms, so strength is a blend
 strength * stylized + (1 - strength) * photo. Keeping the photo's colours replaces only its
 luminance by the stylized one (YCbCr, BT.601 full range as in JPEG): since every RGB channel
 holds Y with weight 1, that is adding the change of Y to each channel, which leaves Cb and Cr as
-they were. Both act per pixel, so tiles and frames take them independently.
+they were; the new Y is kept within the range where no channel leaves [0, 1], so that no clipping
+shifts the colour. Both act per pixel, so tiles and frames take them independently.
 """
 
 from __future__ import annotations
@@ -54,5 +55,13 @@ class Controls:
         if self.identity:
             return styled
         styled = np.clip(styled, 0.0, 1.0)  # the stylized image as delivered, before mixing
-        change = luminance(styled) - luminance(photo) if self.keep_colors else styled - photo
-        return photo + np.float32(self.strength) * change
+        strength = np.float32(self.strength)
+        if not self.keep_colors:
+            return photo + strength * (styled - photo)
+        y = luminance(photo)
+        chroma = photo - y  # each channel's offset from Y: what Cb and Cr fix
+        wanted = y + strength * (luminance(styled) - y)
+        # The Y for which every channel stays within [0, 1] with these offsets: clipping channels
+        # instead would shift the colour.
+        low, high = -chroma.min(axis=-3, keepdims=True), 1 - chroma.max(axis=-3, keepdims=True)
+        return chroma + np.clip(wanted, low, high)
