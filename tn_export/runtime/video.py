@@ -20,6 +20,7 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..errors import UserError
+from .controls import Controls
 from .model import Model
 from .session import first_line
 from .tiling import Progress
@@ -106,6 +107,7 @@ def stylize_video(
         raise UserError(f"cannot write {target}: use a .mp4, .mov or .mkv output name")
     if isinstance(batch, bool) or not isinstance(batch, int | np.integer) or batch < 1:
         raise UserError(f"batch must be a positive whole number, not {batch!r}", "batch")
+    Controls(strength, keep_colors)  # checked before a file is opened
     av = _av()
     start = time.perf_counter()
     with _open_input(av, source) as container:
