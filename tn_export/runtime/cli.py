@@ -27,7 +27,6 @@ FLAGS = {
     "tile_pixels": "--tile-pixels",
     "max_size": "--max-size",
     "strength": "--strength",
-    "keep_colors": "--keep-colors",
     "batch": "--batch",
     "size": "--size",
 }
