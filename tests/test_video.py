@@ -63,7 +63,7 @@ def test_round_trip_keeps_frames_rate_size_timestamps_and_audio(style_path, clip
     assert np.abs(got - want).mean() < 2 < np.abs(got - source).mean()
 
 
-def test_size_strength_and_keep_colors_reach_the_frames(style_path, clip, tmp_path, capsys):
+def test_size_and_strength_reach_the_frames(style_path, clip, tmp_path, capsys):
     target = tmp_path / "small.mkv"
     code, out, err = run(
         ["video", style_path, clip, "-o", target, "--size", "32x24", "--strength", "0"], capsys
