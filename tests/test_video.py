@@ -57,10 +57,12 @@ def test_round_trip_keeps_frames_rate_size_timestamps_and_audio(style_path, clip
     assert after["audio"][0][0] == "aac" and after["audio"][0][2] > 1.0
     assert out.startswith(f"wrote {target} (12 frames, 64x48, 10 fps, audio copied) in ")
     assert "12/12" in err and "frame/s" in err  # the progress bar, frames per second
-    # Stylized, not copied: the frames are the model's output of the decoded input (to codec loss).
+    # Stylized, not copied: the frames are the model's output of the decoded input, to the loss
+    # of H.264 at 64x48 (4.7 levels on average here), far from the input.
     want = runtime.load(style_path).stylize_frames(read_frames(clip))
     got, source = read_frames(target).astype(np.float32), read_frames(clip).astype(np.float32)
-    assert np.abs(got - want).mean() < 2 < np.abs(got - source).mean()
+    loss = np.abs(got - want).mean()
+    assert loss < 8 and 3 * loss < np.abs(got - source).mean()
 
 
 def test_size_and_strength_reach_the_frames(style_path, clip, tmp_path, capsys):
@@ -74,8 +76,10 @@ def test_size_and_strength_reach_the_frames(style_path, clip, tmp_path, capsys):
         small = np.stack(
             [f.to_ndarray(width=32, height=24, format="rgb24") for f in container.decode(video=0)]
         )
-    # Strength 0 gives back the (resized) input, to codec loss.
-    assert np.abs(read_frames(target).astype(np.float32) - small).mean() < 2
+    # Strength 0 gives back the (resized) input, to codec loss; the full style is far from it.
+    loss = np.abs(read_frames(target).astype(np.float32) - small).mean()
+    styled = runtime.load(style_path).stylize_frames(small).astype(np.float32)
+    assert loss < 8 and 3 * loss < np.abs(styled - small).mean()
 
 
 def test_frames_go_through_the_session_in_batches(style_path, clip, tmp_path, monkeypatch):
