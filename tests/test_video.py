@@ -43,7 +43,8 @@ def streams(path: Path) -> dict:
             "size": (video.codec_context.width, video.codec_context.height),
             "times": pts,
             "audio": [
-                (a.codec_context.name, a.frames, float(a.duration * a.time_base)) for a in audio
+                (a.codec_context.name, a.frames, a.duration and float(a.duration * a.time_base))
+                for a in audio  # Matroska gives no stream duration
             ],
         }
 
