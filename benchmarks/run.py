@@ -23,7 +23,9 @@ from tn_export import __version__
 from tn_export.checkpoint import load_checkpoint
 from tn_export.descriptor import TEXTURE_LAYERS, load_descriptor
 from tn_export.errors import UserError
+from tn_export.export.formats import FORMATS
 from tn_export.export.graph import Deployable
+from tn_export.export.pipeline import missing_libraries
 from tn_export.images import load_image, save_image, to_array
 from tn_export.losses import gram_matrix
 
@@ -158,12 +160,18 @@ class Benchmark:
 
         wanted = {BACKENDS[b].model_key for b in self.cfg.backends} | {"onnx-fp32"}
         onnx = [k for k in ("onnx-fp32", "onnx-fp16", "onnx-int8") if k in wanted]
+        formats = [("onnx", k.removeprefix("onnx-")) for k in onnx]
+        if "openvino" in wanted:  # converted from the same ONNX model, in the same export
+            missing = missing_libraries(FORMATS["openvino"])
+            if missing:
+                self.model_errors[PYRAMID, "openvino"] = missing
+            else:
+                onnx.append("openvino")
+                formats.append(("openvino", "fp16"))
         pyramid = partial(
             exported, self.checkpoint.generator, sizes=self.export_sizes, name="model"
         )
-        self._build(
-            PYRAMID, onnx, partial(pyramid, [("onnx", k.removeprefix("onnx-")) for k in onnx])
-        )
+        self._build(PYRAMID, onnx, partial(pyramid, formats))
         if "coreml" in wanted and sys.platform == "darwin":
             self._build(PYRAMID, ["coreml"], partial(pyramid, ["coreml"]))
         peer_keys = {BACKENDS[b].model_key for b in peer_backends(self.cfg)}
