@@ -147,12 +147,11 @@ class Benchmark:
 
     def export(self) -> None:
         """The files the backends need, exported by tn_export.export: the pyramid's ONNX fp32
-        (always: apps run it, and the quality samples come from it) with the fp16 / int8 chosen,
-        converted from it, OpenVINO IR (fp16 weights) from it where openvino is installed, a Core
-        ML package where Core ML can run; the peer's weights and ONNX
-        fp32. Not validated: every cell's output is compared with PyTorch's instead (and int8
-        misses its tolerance on trained models, yet is measured). A failure skips what needs
-        those files."""
+        (always: apps run it, and the quality samples come from it) with the fp16 / int8 and the
+        OpenVINO IR (fp16 weights, where openvino is installed) converted from it, a Core ML
+        package where Core ML can run; the peer's weights and ONNX fp32. Not validated: every
+        cell's output is compared with PyTorch's instead (and int8 misses its tolerance on
+        trained models, yet is measured). A failure skips what needs those files."""
         from tn_export.export import export
 
         def exported(network, formats, **options) -> list[Path]:
