@@ -28,6 +28,7 @@ LIBRARIES = {
     ),
     "onnxruntime": ("tn_export.runtime",),
     "coreml": ("numpy", "coremltools"),
+    "openvino": ("numpy", "tn_export.export.openvino"),
 }
 
 
@@ -55,6 +56,7 @@ BACKENDS = {
             "onnxruntime-int8", "benchmarks.backends:run_onnxruntime", "onnx-int8", "onnxruntime"
         ),
         Backend("coreml", "benchmarks.backends:run_coreml", "coreml", "coreml"),
+        Backend("openvino", "benchmarks.backends:run_openvino", "openvino", "openvino"),
     )
 }
 # Names users type: a family expands to its variants.
@@ -62,6 +64,7 @@ GROUPS = {
     "torch": ["torch"],
     "onnxruntime": ["onnxruntime-fp32", "onnxruntime-fp16", "onnxruntime-int8"],
     "coreml": ["coreml"],
+    "openvino": ["openvino"],
 }
 PEER_BACKENDS = ("torch", "onnxruntime-fp32")  # the peer runs on these (when chosen) only
 
@@ -189,6 +192,22 @@ def run_coreml(cell: dict) -> dict:
     np.save(c.output, np.asarray(out, dtype=np.float32))
     # Core ML picks its own threads and compute units; `threads` does not apply.
     return {"load_s": load_s, "times_s": times, "settings": {"compute_units": "ALL"}}
+
+
+def run_openvino(cell: dict) -> dict:
+    """The IR (fp16 weights) on OpenVINO's CPU plugin, compiled as tn-export validated it."""
+    c = Cell(**cell)
+    import numpy as np
+
+    from tn_export.export.openvino import CONFIG, compile_cpu
+
+    start = time.perf_counter()
+    compiled = compile_cpu(c.model, threads=c.threads)
+    load_s = time.perf_counter() - start
+    x = model_input(c)
+    times, out = time_runs(lambda: compiled(x)[0], c.runs, c.warmup)
+    np.save(c.output, np.asarray(out, dtype=np.float32))
+    return {"load_s": load_s, "times_s": times, "settings": {**CONFIG, "threads": c.threads}}
 
 
 def coreml_unavailable_reason() -> str:

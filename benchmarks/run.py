@@ -23,7 +23,9 @@ from tn_export import __version__
 from tn_export.checkpoint import load_checkpoint
 from tn_export.descriptor import TEXTURE_LAYERS, load_descriptor
 from tn_export.errors import UserError
+from tn_export.export.formats import FORMATS
 from tn_export.export.graph import Deployable
+from tn_export.export.pipeline import missing_libraries
 from tn_export.images import load_image, save_image, to_array
 from tn_export.losses import gram_matrix
 
@@ -145,11 +147,11 @@ class Benchmark:
 
     def export(self) -> None:
         """The files the backends need, exported by tn_export.export: the pyramid's ONNX fp32
-        (always: apps run it, and the quality samples come from it) with the fp16 / int8 chosen,
-        converted from it, a Core ML package where Core ML can run; the peer's weights and ONNX
-        fp32. Not validated: every cell's output is compared with PyTorch's instead (and int8
-        misses its tolerance on trained models, yet is measured). A failure skips what needs
-        those files."""
+        (always: apps run it, and the quality samples come from it) with the fp16 / int8 and the
+        OpenVINO IR (fp16 weights, where openvino is installed) converted from it, a Core ML
+        package where Core ML can run; the peer's weights and ONNX fp32. Not validated: every
+        cell's output is compared with PyTorch's instead (and int8 misses its tolerance on
+        trained models, yet is measured). A failure skips what needs those files."""
         from tn_export.export import export
 
         def exported(network, formats, **options) -> list[Path]:
@@ -157,13 +159,19 @@ class Benchmark:
             return [r.path for r in results]
 
         wanted = {BACKENDS[b].model_key for b in self.cfg.backends} | {"onnx-fp32"}
-        onnx = [k for k in ("onnx-fp32", "onnx-fp16", "onnx-int8") if k in wanted]
+        keys = [k for k in ("onnx-fp32", "onnx-fp16", "onnx-int8") if k in wanted]
+        formats = [("onnx", k.removeprefix("onnx-")) for k in keys]
+        if "openvino" in wanted:  # converted from the same ONNX model, in the same export
+            missing = missing_libraries(FORMATS["openvino"])
+            if missing:
+                self.model_errors[PYRAMID, "openvino"] = missing
+            else:
+                keys.append("openvino")
+                formats.append(("openvino", "fp16"))
         pyramid = partial(
             exported, self.checkpoint.generator, sizes=self.export_sizes, name="model"
         )
-        self._build(
-            PYRAMID, onnx, partial(pyramid, [("onnx", k.removeprefix("onnx-")) for k in onnx])
-        )
+        self._build(PYRAMID, keys, partial(pyramid, formats))
         if "coreml" in wanted and sys.platform == "darwin":
             self._build(PYRAMID, ["coreml"], partial(pyramid, ["coreml"]))
         peer_keys = {BACKENDS[b].model_key for b in peer_backends(self.cfg)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import sys
@@ -28,6 +29,7 @@ from tn_export.generator import PyramidGenerator
 from tn_export.losses import gram_matrix, texture_loss
 
 LAYERS = ["relu1_1", "relu2_1", "relu3_1"]
+OPENVINO = importlib.util.find_spec("openvino") is not None
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +52,7 @@ def tiny_config(tiny: dict[str, Path], out: Path, **changes) -> BenchConfig:
         texture=tiny["texture"],
         sizes=[(32, 32), (32, 16)],
         threads=1,  # one thread: no spinning thread pools fighting other jobs for the cores
-        backends=["torch", "onnxruntime-fp32", "coreml"],
+        backends=["torch", "onnxruntime-fp32", "coreml", "openvino"],
         runs=20,
         warmup=1,
         gatys_size=32,
@@ -83,7 +85,7 @@ def test_results_validate_against_schema(bench_dir: Path):
         (network, backend)
         for network in ("pyramid", "johnson")
         for backend in ("torch", "onnxruntime-fp32")
-    }
+    } | ({("pyramid", "openvino")} if OPENVINO else set())
     for c in ok:
         assert len(c["times_ms"]) == 20 and c["p10_ms"] <= c["median_ms"] <= c["p90_ms"]
         assert c["peak_rss_bytes"] > c["idle_rss_bytes"] > 0
@@ -236,6 +238,26 @@ def test_coreml_is_skipped_with_reason_off_macos(bench_dir: Path):
     assert coreml and all(c["status"] == "skipped" for c in coreml)
     assert all("only on macOS" in c["reason"] for c in coreml)
     assert "coreml" in (bench_dir / "report.md").read_text()
+
+
+def test_openvino_runs_in_its_own_process_and_is_in_the_latency_and_memory_tables(bench_dir):
+    results = load_results(bench_dir / "results.json")
+    cells = [c for c in results["cells"] if c["backend"] == "openvino"]
+    assert [(c["width"], c["height"]) for c in cells] == [(32, 16), (32, 32)]
+    if not OPENVINO:  # the export step could not make the IR: skipped, saying why
+        assert all("pip install openvino" in c["reason"] for c in cells)
+        pytest.skip("openvino is not installed (pip install openvino)")
+    for c in cells:
+        assert c["status"] == "ok" and len(c["times_ms"]) == 20
+        assert c["settings"] == {"INFERENCE_PRECISION_HINT": "f32", "threads": 1}
+        assert c["vs_reference"]["reference"] == "onnxruntime-fp32"
+        assert c["vs_reference"]["psnr_db"] > 40  # fp16 weights, float32 compute
+        assert c["peak_rss_bytes"] > c["idle_rss_bytes"] > 0
+    assert results["idle"]["openvino"]["modules"] == ["numpy", "tn_export.export.openvino"]
+    report = (bench_dir / "report.md").read_text()
+    latency, memory = (report.split(f"## {title}")[1] for title in ("Latency", "Memory"))
+    assert "| pyramid | openvino |" in latency.split("## ")[0]
+    assert "| pyramid | openvino |" in memory.split("## ")[0]
 
 
 def test_backend_whose_import_fails_is_skipped(tiny: dict[str, Path], tmp_path: Path, monkeypatch):

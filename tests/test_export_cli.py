@@ -3,6 +3,8 @@ failed its check is left behind."""
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
 import json
 import os
 import shutil
@@ -28,6 +30,7 @@ from tn_export.generator import PyramidGenerator
 from tn_export.sizes import parse_sizes
 
 TN_EXPORT = str(Path(sys.executable).parent / "tn-export")
+OPENVINO = importlib.util.find_spec("openvino") is not None
 SMALL = ["--min-size", "32", "--max-size", "64"]  # sizes for the 3-scale generator (multiple 4)
 METADATA = {"mode": "texture", "descriptor": "random", "exemplar": "bricks.png",
             "iteration": 7, "loss": 1.5}  # fmt: skip
@@ -73,13 +76,17 @@ def everything(tmp_path_factory, small_checkpoint):
 def test_format_all_writes_every_artifact_and_its_record(everything, small_checkpoint):
     proc, out = everything
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert _files(out) == [
-        "bricks.export.json",
-        "bricks.mlpackage",
-        "bricks.onnx",
-        "bricks.ort",
-        "bricks.usability.txt",
-    ]  # named after the run folder; no scratch left behind
+    openvino = ["bricks.bin", "bricks.xml"] if OPENVINO else []
+    assert _files(out) == sorted(
+        [
+            "bricks.export.json",
+            "bricks.mlpackage",
+            "bricks.onnx",
+            "bricks.ort",
+            "bricks.usability.txt",
+            *openvino,
+        ]
+    )  # named after the run folder; no scratch left behind
     record = json.loads((out / "bricks.export.json").read_text())
     assert record["checkpoint"] == str(small_checkpoint)
     contract = record["contract"]
@@ -94,6 +101,8 @@ def test_format_all_writes_every_artifact_and_its_record(everything, small_check
     assert [a["format"] for a in record["artifacts"]] == list(FORMATS)  # all: every format
     arts = {a["format"]: a for a in record["artifacts"]}
     assert [arts[f]["precision"] for f in ("onnx", "ort", "coreml")] == ["fp32", "fp32", "fp16"]
+    if not OPENVINO:  # skipped, with the reason, and not a failure
+        assert arts.pop("openvino")["skipped"].startswith("format openvino needs openvino")
     for a in arts.values():
         assert a["installed"] and a["validation"]["ok"] is True
         assert a["bytes"] == pipeline.disk_size(Path(a["path"])) > 0
@@ -106,7 +115,8 @@ def test_the_table_shows_each_artifact_with_size_dims_validation_and_time(everyt
     proc, out = everything
     lines = proc.stdout.strip().splitlines()
     assert lines[0].split()[:3] == ["Format", "Precision", "Artifact"]
-    for label, suffix in (("ONNX", ".onnx"), ("ORT", ".ort"), ("Core", ".mlpackage")):
+    formats = [("ONNX", ".onnx"), ("ORT", ".ort"), ("Core", ".mlpackage")]
+    for label, suffix in formats + ([("OpenVINO", ".xml")] if OPENVINO else []):
         row = next(line for line in lines[1:] if line.startswith(label))
         assert str(out / f"bricks{suffix}") in row
         assert "noise (" in row and "ok" in row and row.endswith(" s")
@@ -260,6 +270,47 @@ def test_a_tampered_model_is_caught_and_nothing_is_written(
     for fmt in ("onnx", "ort"):
         assert cli.main(["--format", fmt, str(small_checkpoint), "-o", str(out), *SMALL]) == 1
         assert _files(out) == []
+
+
+def test_format_all_skips_a_format_whose_library_is_missing_and_says_why(
+    copied_onnx, small_checkpoint, tmp_path, capsys
+):
+    gone = dataclasses.replace(FORMATS["openvino"], requires=("no_such_module_here",))
+    # "all" of a smaller table, ONNX and the missing one; the table, in its order, put back after.
+    original = dict(FORMATS)
+    FORMATS.clear()
+    FORMATS.update(onnx=original["onnx"], openvino=gone)
+    try:
+        _export_all_without_openvino(small_checkpoint, tmp_path, capsys)
+    finally:
+        FORMATS.clear()
+        FORMATS.update(original)
+
+
+def _export_all_without_openvino(small_checkpoint, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli.main(["--format", "all", str(small_checkpoint), "-o", str(out), *SMALL]) == 0
+    row = next(r for r in capsys.readouterr().out.splitlines() if r.startswith("OpenVINO"))
+    assert "skipped: format openvino needs no_such_module_here, which is not installed" in row
+    assert _files(out) == ["bricks.export.json", "bricks.onnx"]
+    arts = json.loads((out / "bricks.export.json").read_text())["artifacts"]
+    assert [(a["format"], a["installed"], bool(a["skipped"])) for a in arts] == [
+        ("onnx", True, False),
+        ("openvino", False, True),
+    ]
+    with pytest.raises(UserError, match="pip install no_such_module_here"):
+        tn_export.export(small_checkpoint, "openvino", tmp_path / "named", sizes=(32, 64))
+
+
+def test_tflite_is_refused_in_one_line_that_says_what_to_use(tmp_path, capsys):
+    assert cli.main(["--format", "tflite", "-o", str(tmp_path / "out")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "--format tflite is refused" in line and "nearest upsampling" in line
+    assert "--format ort (ONNX Runtime Mobile)" in line and "ExecuTorch" in line
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(UserError, match="tflite is refused") as e:
+        tn_export.export(None, "tflite", tmp_path / "out")
+    assert e.value.params == ("format",)
 
 
 def _unverified_coreml(everything, monkeypatch):

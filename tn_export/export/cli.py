@@ -21,9 +21,8 @@ from ..budget import MAX_SIDE, number
 from ..cli import command_parser
 from ..errors import UserError, cli_entry
 from ..sizes import parse_sizes
-from .formats import FORMATS
+from .formats import FORMATS, REFUSED
 from .pipeline import DEFAULT_SIZES, ExportResult, Sizes, disk_size, export
-from .reference import Validation
 
 # --- command line -----------------------------------------------------------------------------
 
@@ -53,8 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--format",
         required=True,
-        choices=[*FORMATS, "all"],
-        help=f"all = {' + '.join(FORMATS)}",
+        choices=[*FORMATS, "all", *REFUSED],
+        help=f"all = {' + '.join(FORMATS)}, those installed; {', '.join(REFUSED)}: refused, "
+        "with the reason",
     )
     out = Path(_API["output_dir"].default)
     p.add_argument("-o", "--out", type=Path, default=out, help="output folder")
@@ -124,7 +124,10 @@ def _human(n: int) -> str:
     return f"{kb:.1f} KB" if kb < 1000 else f"{kb / 1000:.1f} MB"
 
 
-def _verdict(v: Validation) -> str:
+def _verdict(a: ExportResult) -> str:
+    v = a.validation
+    if a.skipped:
+        return f"skipped: {a.skipped}"
     return v.summary if v.ok is not None else f"NOT VERIFIED ({v.summary})"
 
 
@@ -138,10 +141,10 @@ def table(results: list[ExportResult]) -> str:
             (
                 FORMATS[a.format].label,
                 a.precision,
-                str(a.path) if a.installed else f"{a.path} (not written)",
+                str(a.path) if a.installed else "-" if a.skipped else f"{a.path} (not written)",
                 _human(disk_size(a.path)) if a.installed else "-",
                 io or "-",
-                _verdict(a.validation),
+                _verdict(a),
                 f"{a.seconds:.1f} s",
             )
         )
@@ -176,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         verbose=args.verbose or args.debug,
     )
     print(table(results))
-    failed = [r for r in results if not r.installed]
+    failed = [r for r in results if not r.installed and not r.skipped]
     if failed:
         names = ", ".join(FORMATS[r.format].label for r in failed)
         print(

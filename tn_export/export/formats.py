@@ -98,5 +98,24 @@ FORMATS = {
             image_io=True,
             folder=True,
         ),
+        Format(
+            "openvino",
+            "OpenVINO",
+            ".xml",
+            ("fp16", "fp32"),  # of the weights; OpenVINO computes in float32 either way
+            ("onnx", "onnxscript", "openvino"),
+            build=_lazy("openvino:build"),
+            validate=_lazy("openvino:validate"),
+            describe=_lazy("openvino:signature"),
+            side_files=(".bin",),
+        ),
     )
+}
+
+# Formats asked for that tn-export will not write, with the one line that says why and what to
+# use instead.
+REFUSED = {
+    "tflite": "format tflite is refused: LiteRT's converter freezes nearest upsampling at the "
+    "size it traces, so a model with dynamic width and height gives wrong images at every other "
+    "size; on Android use format ort (ONNX Runtime Mobile) or ExecuTorch",
 }

@@ -29,7 +29,7 @@ from ..contract import ModelContract
 from ..errors import UserError
 from ..generator import PyramidGenerator
 from . import quiet
-from .formats import FORMATS, Format, Job, Options
+from .formats import FORMATS, REFUSED, Format, Job, Options
 from .reference import Reference, Validation
 from .scratch import install, scratch_folder
 
@@ -50,6 +50,7 @@ class ExportResult:
     side_files: list[Path] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)  # seconds: "build", "validate"
     installed: bool = False
+    skipped: str = ""  # why `formats="all"` left this format out (its libraries are missing)
 
     @property
     def accepted(self) -> bool:
@@ -97,7 +98,11 @@ def export(
     targets = _targets(formats, precision)
     _check_options(targets, image_io, name)
     shapes, lo, hi = _bounds(sizes, contract)
-    _check_installed(targets)
+    # "all" leaves out the formats whose libraries are missing, and says so; named ones must run.
+    missing = {t: why for t in targets if (why := missing_libraries(t[0]))}
+    if missing and formats != "all":
+        raise UserError(next(iter(missing.values())), "format")
+    targets = [t for t in targets if t not in missing]
     if isinstance(model, nn.Module):
         network, metadata, source = model, {}, None
     else:
@@ -127,6 +132,10 @@ def export(
             reference, options, files, scratch, validate, allow_unverified, log, bar, verbose
         )
         results = run.all(targets, out)
+    results += [
+        ExportResult(f.name, p, out / files[f.name, p], skipped=why)
+        for (f, p), why in missing.items()
+    ]
     if any(r.installed for r in results):
         record = _record(source, contract, results, command, time.perf_counter() - start)
         with atomic_path(out / f"{name}.export.json") as tmp:
@@ -147,6 +156,8 @@ def _targets(
     targets = []
     for item in items:
         fmt, asked = (item, precision) if isinstance(item, str) else item
+        if fmt in REFUSED:
+            raise UserError(REFUSED[fmt], "format")
         if fmt not in FORMATS:
             raise UserError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)} or all")
         f = FORMATS[fmt]
@@ -206,15 +217,15 @@ def _bounds(
     return shapes, lo, hi
 
 
-def _check_installed(targets: list[tuple[Format, str]]) -> None:
-    for f, _ in targets:
-        missing = [m for m in f.requires if importlib.util.find_spec(m) is None]
-        if missing:
-            raise UserError(
-                f"format {f.name} needs {', '.join(missing)}, which is not installed; "
-                f"pip install {' '.join(missing)}",
-                "format",
-            )
+def missing_libraries(f: Format) -> str:
+    """Why `f` cannot be exported here (its libraries are not installed), or ""."""
+    missing = [m for m in f.requires if importlib.util.find_spec(m) is None]
+    if not missing:
+        return ""
+    return (
+        f"format {f.name} needs {', '.join(missing)}, which is not installed; "
+        f"pip install {' '.join(missing)}"
+    )
 
 
 def default_name(path: Path) -> str:
@@ -435,6 +446,7 @@ def _record(
                 "precision": r.precision,
                 "path": str(r.path),
                 "installed": r.installed,
+                "skipped": r.skipped or None,
                 "bytes": disk_size(r.path) if r.installed else None,
                 "side_files": [str(f) for f in r.side_files],
                 "io": r.io,

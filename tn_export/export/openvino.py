@@ -1,0 +1,114 @@
+"""OpenVINO IR (.xml graph + .bin weights) for Intel edge boxes, checked with OpenVINO's CPU plugin.
+
+The IR is converted from the export's fp32 ONNX model, not from the module: the same graph that
+onnxruntime validated, read with its dynamic dims in about 1 s, against about 20 s and nearly
+twice the ops (764 against 409) through OpenVINO's PyTorch frontend, with the same numbers.
+fp16 stores the weights in half precision (OpenVINO's default); compute stays float32.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import openvino as ov
+
+from ..contract import ModelContract
+from ..errors import UserError
+
+if TYPE_CHECKING:  # kept out at run time: tn-bench's OpenVINO child compiles without torch
+    from .formats import Job, Options
+    from .reference import Reference, Validation
+
+SECTION = "tn_export"  # the contract's keys live under this rt_info section
+# The CPU plugin computes in bf16 by default where the CPU has it (AVX512-BF16, AMX): 38 dB on
+# the bundled model, under the fp16 rule's 40 dB. Apps must compile with this, as the check does.
+CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
+
+
+def to_openvino(src: Path, dst: Path, contract: ModelContract, compress_to_fp16: bool) -> None:
+    """Convert ONNX `src` to IR `dst` (the .bin beside it), H/W bounded by the contract."""
+    model = ov.convert_model(os.fspath(src))
+    (given,) = model.inputs
+    batch = given.get_partial_shape()[0]  # ? where the ONNX model has a dynamic batch, else 1
+    side = ov.Dimension(contract.min_size, contract.max_size)
+    channels = contract.input_channels
+    model.reshape({given: ov.PartialShape([batch, ov.Dimension(channels), side, side])})
+    for key, value in contract.to_metadata().items():
+        model.set_rt_info(value, [SECTION, key])
+    ov.save_model(model, os.fspath(dst), compress_to_fp16=compress_to_fp16)
+
+
+def build(job: Job) -> dict:
+    """The IR of the job's precision (weights in fp16 or fp32), from the fp32 ONNX model."""
+    source = job.artifact("onnx", "fp32")
+    to_openvino(source, job.path, job.reference.contract, job.precision == "fp16")
+    return {"converted_from": "onnx fp32", "compile_config": CONFIG}
+
+
+def contract_of(model: ov.Model, source: str) -> ModelContract:
+    """The contract written into the IR's rt_info; UserError where it is missing or wrong."""
+    stored = model.get_rt_info([SECTION]).astype(dict) if model.has_rt_info([SECTION]) else {}
+    return ModelContract.from_metadata({k: v.astype(str) for k, v in stored.items()}, source)
+
+
+def signature(path: Path) -> dict[str, list[str]]:
+    """Names and dims of the IR's input and output, ranges as lo..hi and ? for unbounded."""
+    model = ov.Core().read_model(os.fspath(path))
+    return {
+        port.get_any_name(): [str(d) for d in port.get_partial_shape()]
+        for port in (*model.inputs, *model.outputs)
+    }
+
+
+def _problem(model: ov.Model, contract: ModelContract, source: str) -> str:
+    try:
+        stored = contract_of(model, source)
+    except UserError as e:
+        return str(e)
+    if stored != contract:
+        return "the contract read back from the file differs from the one written"
+    names = ([p.get_any_name() for p in model.inputs], [p.get_any_name() for p in model.outputs])
+    if names != ([contract.input_name], [contract.output_name]):
+        return (
+            f"inputs/outputs are {names}, the contract says "
+            f"{contract.input_name}/{contract.output_name}"
+        )
+    return ""
+
+
+def validate(
+    path: str | os.PathLike,
+    reference: Reference,
+    precision: str,
+    options: Options | None = None,
+) -> Validation:
+    """Run the IR with OpenVINO's CPU plugin (float32 compute) at the reference's sizes and judge
+    it by its precision's rule: fp32 by max abs error, fp16 weights by PSNR."""
+    from .reference import OutputMismatch, Validation
+
+    model = ov.Core().read_model(os.fspath(path))
+    details: dict = {
+        "precision": precision,
+        "backend": f"OpenVINO {ov.__version__.split('-')[0]} CPU",
+        "compile_config": CONFIG,
+    }
+    problem = _problem(model, reference.contract, os.fspath(path))
+    if problem:
+        return Validation(False, f"metadata: {problem}", details)
+    compiled = compile_cpu(model)
+    try:
+        ok, verdict, found = reference.compare(lambda x: compiled(x)[0], precision)
+    except OutputMismatch as e:
+        return Validation(False, str(e), details)
+    details |= found
+    summary = f"{'ok' if ok else 'FAILED'}: {verdict} at {', '.join(found['max_abs_error'])}"
+    return Validation(ok, summary, details)
+
+
+def compile_cpu(model: ov.Model | str | os.PathLike, threads: int | None = None):
+    """The model compiled for the CPU as apps should compile it (CONFIG); `threads` pins them."""
+    config = CONFIG | ({"INFERENCE_NUM_THREADS": threads} if threads else {})
+    source = model if isinstance(model, ov.Model) else os.fspath(model)
+    return ov.Core().compile_model(source, "CPU", config)
