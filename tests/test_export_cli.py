@@ -145,7 +145,7 @@ def _bad_checkpoints(tmp: Path) -> dict[str, Path]:
 
 
 ERRORS = {
-    "unknown format": (["--format", "tflite"], "invalid choice"),
+    "unknown format": (["--format", "tensorrt"], "invalid choice"),
     "unreadable checkpoint": (["--format", "onnx", "{garbage}"], "garbage.pt"),
     "foreign checkpoint": (["--format", "onnx", "{foreign}"], "foreign.pt"),
     "missing checkpoint": (["--format", "onnx", "{missing}"], "none.pt"),
