@@ -7,6 +7,7 @@ web app read it back. It is the one place these facts are written down. Torch-fr
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import TypedDict
 
@@ -141,3 +142,25 @@ class ModelContract:
             return cls(**kwargs)
         except UserError as e:
             raise UserError(f"{source} has invalid tn-export metadata: {e}; re-export it") from e
+
+
+def contract_problem(
+    contract: ModelContract,
+    read: Callable[[], ModelContract],
+    inputs: list[str],
+    outputs: list[str],
+) -> str:
+    """What a written artifact gets wrong about `contract`: the contract it holds (`read()`, which
+    raises UserError when there is none) or its input/output names. Empty when nothing."""
+    try:
+        stored = read()
+    except UserError as e:
+        return str(e)
+    if stored != contract:
+        return "the contract read back from the file differs from the one written"
+    if (inputs, outputs) != ([contract.input_name], [contract.output_name]):
+        return (
+            f"inputs/outputs are {(inputs, outputs)}, the contract says "
+            f"{contract.input_name}/{contract.output_name}"
+        )
+    return ""

@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING
 
 import openvino as ov
 
-from ..contract import ModelContract
-from ..errors import UserError
+from ..contract import ModelContract, contract_problem
 
 if TYPE_CHECKING:  # kept out at run time: tn-bench's OpenVINO child compiles without torch
     from .formats import Job, Options
@@ -62,22 +61,6 @@ def signature(path: Path) -> dict[str, list[str]]:
     }
 
 
-def _problem(model: ov.Model, contract: ModelContract, source: str) -> str:
-    try:
-        stored = contract_of(model, source)
-    except UserError as e:
-        return str(e)
-    if stored != contract:
-        return "the contract read back from the file differs from the one written"
-    names = ([p.get_any_name() for p in model.inputs], [p.get_any_name() for p in model.outputs])
-    if names != ([contract.input_name], [contract.output_name]):
-        return (
-            f"inputs/outputs are {names}, the contract says "
-            f"{contract.input_name}/{contract.output_name}"
-        )
-    return ""
-
-
 def validate(
     path: str | os.PathLike,
     reference: Reference,
@@ -94,7 +77,12 @@ def validate(
         "backend": f"OpenVINO {ov.__version__.split('-')[0]} CPU",
         "compile_config": CONFIG,
     }
-    problem = _problem(model, reference.contract, os.fspath(path))
+    problem = contract_problem(
+        reference.contract,
+        lambda: contract_of(model, os.fspath(path)),
+        [p.get_any_name() for p in model.inputs],
+        [p.get_any_name() for p in model.outputs],
+    )
     if problem:
         return Validation(False, f"metadata: {problem}", details)
     compiled = compile_cpu(model)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from ..contract import ModelContract
+from ..contract import ModelContract, contract_problem
 from ..errors import UserError
 from ..runtime.session import session_options
 from .formats import Options
@@ -37,22 +37,6 @@ def onnx_io(path: str | os.PathLike) -> dict[str, list[str]]:
     return {v.name: [str(d) for d in v.shape] for v in (*sess.get_inputs(), *sess.get_outputs())}
 
 
-def _contract_problem(sess: ort.InferenceSession, contract: ModelContract, source: str) -> str:
-    try:
-        stored = ModelContract.from_metadata(sess.get_modelmeta().custom_metadata_map, source)
-    except UserError as e:
-        return str(e)
-    if stored != contract:
-        return "the contract read back from the file differs from the one written"
-    names = ([i.name for i in sess.get_inputs()], [o.name for o in sess.get_outputs()])
-    if names != ([contract.input_name], [contract.output_name]):
-        return (
-            f"inputs/outputs are {names}, the contract says "
-            f"{contract.input_name}/{contract.output_name}"
-        )
-    return ""
-
-
 def validate_onnx(
     path: str | os.PathLike,
     reference: Reference,
@@ -64,7 +48,12 @@ def validate_onnx(
     sess = session(path)
     contract = reference.contract
     details: dict = {"precision": precision, "backend": "onnxruntime " + ort.__version__}
-    problem = _contract_problem(sess, contract, os.fspath(path))
+    problem = contract_problem(
+        contract,
+        lambda: ModelContract.from_metadata(sess.get_modelmeta().custom_metadata_map, str(path)),
+        [i.name for i in sess.get_inputs()],
+        [o.name for o in sess.get_outputs()],
+    )
     if problem:
         return Validation(False, f"metadata: {problem}", details)
     try:
