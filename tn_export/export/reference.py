@@ -98,6 +98,18 @@ class Reference:
             got = half(self.inputs[i].half()).float().numpy()
         return psnr(got, self.outputs[i])
 
+    def validation(
+        self, predict: Callable[[np.ndarray], np.ndarray], precision: str, details: dict
+    ) -> Validation:
+        """`compare` as a Validation: ok or FAILED with its verdict at every size, or the output
+        mismatch; `details` (precision, backend) come first in its details."""
+        try:
+            ok, verdict, found = self.compare(predict, precision)
+        except OutputMismatch as e:
+            return Validation(False, str(e), details)
+        summary = f"{'ok' if ok else 'FAILED'}: {verdict} at {', '.join(found['max_abs_error'])}"
+        return Validation(ok, summary, details | found)
+
     def compare(
         self, predict: Callable[[np.ndarray], np.ndarray], precision: str, slack: float = 0.0
     ) -> tuple[bool, str, dict]:

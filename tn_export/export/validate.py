@@ -56,19 +56,14 @@ def validate_onnx(
     )
     if problem:
         return Validation(False, f"metadata: {problem}", details)
-    try:
-        ok, verdict, found = reference.compare(
-            lambda x: sess.run(None, {contract.input_name: x})[0], precision
-        )
-    except OutputMismatch as e:
-        return Validation(False, str(e), details)
-    details |= found
-    summary = f"{'ok' if ok else 'FAILED'}: {verdict} at {', '.join(found['max_abs_error'])}"
-    if precision == "fp16":
+    result = reference.validation(
+        lambda x: sess.run(None, {contract.input_name: x})[0], precision, details
+    )
+    if precision == "fp16" and "max_abs_error" in result.details:  # compared, not mismatched
         floors = reference.fp16_input_error
-        details["input_rounding_error"] = floors
-        summary += f" (fp16 rounding of the input alone: {max(floors.values()):.1e})"
-    return Validation(ok, summary, details)
+        result.details["input_rounding_error"] = floors
+        result.summary += f" (fp16 rounding of the input alone: {max(floors.values()):.1e})"
+    return result
 
 
 # --- Core ML ----------------------------------------------------------------------------------
