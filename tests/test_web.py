@@ -194,15 +194,15 @@ def test_the_camera_stylizes_live_frames_as_python_does(served, tmp_path):
 
 def test_webgpu_and_wasm_agree_and_the_page_says_which_ran(served, tmp_path):
     """Chromium with WebGPU (--enable-unsafe-webgpu: Dawn's SwiftShader adapter, on the CPU):
-    the page runs on wasm as asked, then re-runs when switched to WebGPU; each run says its
-    backend, and the two agree within 1e-4. Without an adapter, wasm is checked and the test
-    is skipped with the page's reason."""
+    the page starts on wasm (a software adapter is no default), then re-runs when switched to
+    WebGPU; each run says its backend, and the two agree within 1e-4. Without an adapter, wasm
+    is checked and the test is skipped with the page's reason."""
     origin, models = served
     noise = np.random.default_rng(1).standard_normal((1, 3, 64, 64), dtype=np.float32)
     noise.astype("<f4").tofile(models / "noise64.bin")
     url = f"{origin}/index.html?model=/models/red_peppers.onnx&size=64x64&noise=/models/noise64.bin"
     out = tmp_path / "backends"
-    code, summary = browse(f"{url}&backend=wasm", out, "--webgpu", "--switch")
+    code, summary = browse(url, out, "--webgpu", "--switch")
     assert code == 0, summary
     wasm = np.fromfile(out / "out.bin", "<f4").reshape(3, 64, 64)
     python = runtime.load(models / "red_peppers.onnx").run(noise)[0]
@@ -210,12 +210,13 @@ def test_webgpu_and_wasm_agree_and_the_page_says_which_ran(served, tmp_path):
     assert re.fullmatch(r"Generated 64x64 on wasm in \d+ ms", summary["runs"][0]["status"])
     if "webgpu" not in summary["offered"]:
         pytest.skip(f"headless Chromium gave no WebGPU; the page says: {summary['backendInfo']}")
-    assert summary["backendInfo"].startswith("WebGPU adapter: "), summary["backendInfo"]
+    info = summary["backendInfo"]
+    assert info.startswith("WebGPU adapter: ") and info.endswith("(software, so wasm by default)")
     assert [run["backend"] for run in summary["runs"]] == ["wasm", "webgpu"]
     assert re.fullmatch(r"Generated 64x64 on WebGPU in \d+ ms", summary["runs"][1]["status"])
     webgpu = np.fromfile(out / "out-webgpu.bin", "<f4").reshape(3, 64, 64)
     difference = float(np.abs(webgpu - wasm).max())
-    print(f"{summary['backendInfo']}; WebGPU vs wasm max abs difference {difference:.2e}")
+    print(f"{info}; WebGPU vs wasm max abs difference {difference:.2e}")
     print(f"{summary['runs']}; {summary['seconds']} s")
     assert difference <= BACKENDS_AGREE
 

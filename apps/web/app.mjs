@@ -45,14 +45,17 @@ async function openModel(bytes, source) {
 }
 
 // The switch: WebGPU is offered where the browser gives this page an adapter, else the page says
-// why not. The starting backend is ?backend= or the fastest one offered.
+// why not. The starting backend is ?backend=, else WebGPU on a real GPU, else wasm (a software
+// adapter emulates a GPU on the CPU, far slower than wasm running there directly).
 async function chooseBackend() {
   const webgpu = await probeWebGPU();
   $('backend-webgpu-label').hidden = !webgpu.adapter;
+  const note = webgpu.software ? ' (software, so wasm by default)' : '';
   $('backend-info').textContent = webgpu.adapter
-    ? `WebGPU adapter: ${webgpu.adapter}`
+    ? `WebGPU adapter: ${webgpu.adapter}${note}`
     : `WebGPU unavailable: ${webgpu.reason}`;
-  const wanted = params.get('backend') ?? (webgpu.adapter ? 'webgpu' : 'wasm');
+  const fastest = webgpu.adapter && !webgpu.software ? 'webgpu' : 'wasm';
+  const wanted = params.get('backend') ?? fastest;
   if (!Object.hasOwn(BACKENDS, wanted)) {
     throw new Error(`backend=${wanted} is unknown: choose ${Object.keys(BACKENDS).join(' or ')}`);
   }
@@ -118,8 +121,8 @@ async function pictureData(file) {
 
 // The style controls and the backend, as TextureNetwork.stylize takes them.
 function controls() {
-  const { checked } = $('keep-colors');
-  return { strength: Number($('strength').value), keepColors: checked, backend: state.backend };
+  const strength = Number($('strength').value);
+  return { strength, keepColors: $('keep-colors').checked, backend: state.backend };
 }
 
 async function stylize() {

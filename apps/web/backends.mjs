@@ -28,7 +28,8 @@ function runtime(backend) {
   return runtimes.get(backend);
 }
 
-// Whether this page can run on WebGPU: { adapter: 'vendor architecture' } or { reason } (why not).
+// Whether this page can run on WebGPU: { adapter: 'vendor architecture', software } (software:
+// a fallback adapter, the GPU emulated on the CPU) or { reason } (why not).
 export async function probeWebGPU() {
   if (!navigator.gpu) {
     return { reason: 'this browser has no navigator.gpu (WebGPU needs https or localhost)' };
@@ -47,8 +48,10 @@ export async function probeWebGPU() {
     };
   }
   const { vendor, architecture, isFallbackAdapter } = adapter.info;
-  const name = [vendor, architecture].filter(Boolean).join(' ') || 'unnamed adapter';
-  return { adapter: isFallbackAdapter ? `${name}, a software fallback` : name };
+  return {
+    adapter: [vendor, architecture].filter(Boolean).join(' ') || 'unnamed',
+    software: Boolean(isFallbackAdapter),
+  };
 }
 
 // An InferenceSession of the model on `backend` alone (no silent fall-back to another backend),
