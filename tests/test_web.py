@@ -1,4 +1,5 @@
-"""apps/web in a real headless Chromium: the bundled model generates what Python onnxruntime does.
+"""apps/web in a real headless Chromium: the bundled model generates what Python onnxruntime does,
+on wasm and, switched over, on WebGPU (Chromium's software adapter).
 
 Needs Debian's chromium and `npm ci` in apps/web (.ci/setup-browser installs both); skipped, with
 the reason, where they are missing. Screenshots are kept in the folder each test prints.
@@ -27,6 +28,8 @@ from tn_export.runtime.controls import Controls
 WEB = Path(__file__).resolve().parents[1] / "apps" / "web"
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 TOLERANCE = 1e-3  # max abs difference in [0, 1]
+BACKENDS_AGREE = 1e-4  # WebGPU against wasm, max abs difference in [0, 1]
+NO_ADAPTER = "WebGPU unavailable: the browser gives no WebGPU adapter"
 
 
 def _missing() -> str | None:
@@ -67,12 +70,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
         server.wait(timeout=10)
 
 
-def browse(url: str, out: Path, image: Path | str | None = None) -> tuple[int, dict]:
-    """Run the Playwright driver, with an image to stylize or "--camera"; returns its exit
-    status and summary (screenshot in `out`)."""
+def browse(url: str, out: Path, *args: Path | str) -> tuple[int, dict]:
+    """Run the Playwright driver, with its arguments (an image to stylize, "--camera",
+    "--webgpu", "--switch"); returns its exit status and summary (screenshot in `out`)."""
     out.mkdir(parents=True, exist_ok=True)
-    command = ["node", str(WEB / "tests" / "e2e.mjs"), url, str(out)]
-    done = subprocess.run([*command, *([str(image)] if image else [])], cwd=WEB, timeout=300)
+    command = ["node", str(WEB / "tests" / "e2e.mjs"), url, str(out), *map(str, args)]
+    done = subprocess.run(command, cwd=WEB, timeout=300)
     print(f"browser artifacts: {out}")
     return done.returncode, json.loads((out / "summary.json").read_text())
 
@@ -108,6 +111,10 @@ def test_bundled_model_in_the_browser_matches_python_onnxruntime(served, tmp_pat
     assert difference <= TOLERANCE
     assert summary["foreign"] == [] and summary["errors"] == []
     assert summary["download"]["width"] == 256 and summary["download"]["height"] == 256
+    # Without --enable-unsafe-webgpu headless Chromium has navigator.gpu but no adapter:
+    # the switch offers wasm only, says why, and the page ran on wasm.
+    assert summary["offered"] == ["wasm"] and summary["backendInfo"].startswith(NO_ADAPTER)
+    assert re.fullmatch(r"Generated 256x256 on wasm in \d+ ms", summary["status"])
     assert (tmp_path / "texture" / "screenshot.png").stat().st_size > 10_000
 
 
@@ -174,7 +181,7 @@ def test_the_camera_stylizes_live_frames_as_python_does(served, tmp_path):
     camera = summary["camera"]
     width, height = camera["width"], camera["height"]
     assert camera["frames"] >= 3 and max(width, height) == 256, camera
-    assert re.fullmatch(rf"\d+\.\d frames/s at {width}x{height}", summary["fps"]), summary["fps"]
+    assert re.fullmatch(rf"\d+\.\d frames/s at {width}x{height} on wasm", summary["fps"])
     assert summary["download"]["name"].startswith("camera-starry-")
     assert (summary["download"]["width"], summary["download"]["height"]) == (width, height)
     frame = np.fromfile(out / "camera.bin", np.uint8).reshape(height, width, 4)[..., :3]
@@ -183,3 +190,40 @@ def test_the_camera_stylizes_live_frames_as_python_does(served, tmp_path):
     print(f"camera: {camera['frames']} frames, {summary['fps']}")
     assert frame.std() > 10  # a real picture came from the camera
     assert float(np.abs(web - python).max()) <= TOLERANCE
+
+
+def test_webgpu_and_wasm_agree_and_the_page_says_which_ran(served, tmp_path):
+    """Chromium with WebGPU (--enable-unsafe-webgpu: Dawn's SwiftShader adapter, on the CPU):
+    the page starts on wasm (a software adapter is no default), then re-runs when switched to
+    WebGPU; each run says its backend, and the two agree within 1e-4. Without an adapter, wasm
+    is checked and the test is skipped with the page's reason."""
+    origin, models = served
+    noise = np.random.default_rng(1).standard_normal((1, 3, 64, 64), dtype=np.float32)
+    noise.astype("<f4").tofile(models / "noise64.bin")
+    url = f"{origin}/index.html?model=/models/red_peppers.onnx&size=64x64&noise=/models/noise64.bin"
+    out = tmp_path / "backends"
+    code, summary = browse(url, out, "--webgpu", "--switch")
+    assert code == 0, summary
+    wasm = np.fromfile(out / "out.bin", "<f4").reshape(3, 64, 64)
+    python = runtime.load(models / "red_peppers.onnx").run(noise)[0]
+    assert float(np.abs(wasm - python).max()) <= TOLERANCE
+    assert re.fullmatch(r"Generated 64x64 on wasm in \d+ ms", summary["runs"][0]["status"])
+    if "webgpu" not in summary["offered"]:
+        pytest.skip(f"headless Chromium gave no WebGPU; the page says: {summary['backendInfo']}")
+    info = summary["backendInfo"]
+    assert info.startswith("WebGPU adapter: ") and info.endswith("(software, so wasm by default)")
+    assert [run["backend"] for run in summary["runs"]] == ["wasm", "webgpu"]
+    assert re.fullmatch(r"Generated 64x64 on WebGPU in \d+ ms", summary["runs"][1]["status"])
+    webgpu = np.fromfile(out / "out-webgpu.bin", "<f4").reshape(3, 64, 64)
+    difference = float(np.abs(webgpu - wasm).max())
+    print(f"{info}; WebGPU vs wasm max abs difference {difference:.2e}")
+    print(f"{summary['runs']}; {summary['seconds']} s")
+    assert difference <= BACKENDS_AGREE
+
+
+def test_asking_for_webgpu_without_an_adapter_is_a_clear_error(served, tmp_path):
+    origin, _ = served
+    url = f"{origin}/index.html?model=/models/red_peppers.onnx&backend=webgpu&run=1"
+    code, summary = browse(url, tmp_path / "no-webgpu")
+    assert code == 1 and summary["state"] == "error"
+    assert summary["status"].startswith("backend=webgpu: " + NO_ADAPTER), summary["status"]

@@ -1,14 +1,18 @@
 // The page: pick (or pass ?model=URL) an exported model, generate or stylize, show, download.
 // Query parameters, all optional: model=URL (default models/red_peppers.onnx), size=WxH, seed=N,
 // noise=URL (raw little-endian float32 noise at the padded size), run=1 (generate on load),
-// strength=0..1 and keep-colors=1 (style models' controls).
+// strength=0..1 and keep-colors=1 (style models' controls), backend=webgpu|wasm (default WebGPU
+// where this page gets an adapter, else wasm).
+import { BACKENDS, probeWebGPU } from './backends.mjs';
 import { attachCamera } from './camera.mjs';
 import { TextureNetwork, toImageData } from './tn.mjs';
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
-const state = { network: null, last: null, image: null };
+// rerun: the last generate or stylize, done again when the backend changes.
+const state = { network: null, last: null, image: null, backend: 'wasm', rerun: null };
 window.tn = state; // for tests and the console
+const label = (backend) => BACKENDS[backend].label;
 
 function status(text, kind) {
   $('status').textContent = text;
@@ -25,10 +29,10 @@ async function guard(work) {
 }
 
 async function openModel(bytes, source) {
-  status(`Loading ${source}…`, 'busy');
-  const network = await TextureNetwork.load(bytes, source);
+  status(`Loading ${source} on ${label(state.backend)}…`, 'busy');
+  const network = await TextureNetwork.load(bytes, source, state.backend);
   const c = network.contract;
-  state.network = network;
+  [state.network, state.rerun] = [network, null];
   $('model-info').textContent =
     `${c.name}: ${c.mode} model, sides multiples of ${c.sizeMultiple} from ${c.minSize} ` +
     `to ${c.maxSize} (here up to ${network.maxSide})` + (c.description ? `: ${c.description}` : '');
@@ -37,7 +41,40 @@ async function openModel(bytes, source) {
   $('camera-controls').hidden = c.mode !== 'style';
   for (const id of ['width', 'height', 'max-side']) $(id).max = network.maxSide;
   $('max-side').value = Math.min(Number($('max-side').value), network.maxSide);
-  status(`Ready: ${c.name}`, 'ready');
+  status(`Ready: ${c.name} on ${label(state.backend)}`, 'ready');
+}
+
+// The switch: WebGPU is offered where the browser gives this page an adapter, else the page says
+// why not. The starting backend is ?backend=, else WebGPU on a real GPU, else wasm (a software
+// adapter emulates a GPU on the CPU, far slower than wasm running there directly).
+async function chooseBackend() {
+  const webgpu = await probeWebGPU();
+  $('backend-webgpu-label').hidden = !webgpu.adapter;
+  const note = webgpu.software ? ' (software, so wasm by default)' : '';
+  $('backend-info').textContent = webgpu.adapter
+    ? `WebGPU adapter: ${webgpu.adapter}${note}`
+    : `WebGPU unavailable: ${webgpu.reason}`;
+  const fastest = webgpu.adapter && !webgpu.software ? 'webgpu' : 'wasm';
+  const wanted = params.get('backend') ?? fastest;
+  if (!Object.hasOwn(BACKENDS, wanted)) {
+    throw new Error(`backend=${wanted} is unknown: choose ${Object.keys(BACKENDS).join(' or ')}`);
+  }
+  if (wanted === 'webgpu' && !webgpu.adapter) {
+    throw new Error(`backend=webgpu: WebGPU unavailable: ${webgpu.reason}`);
+  }
+  state.backend = wanted;
+  document.querySelector(`input[name=backend][value=${wanted}]`).checked = true;
+}
+
+// The chosen backend, with the model's session on it opened first (once per backend), so the
+// time a run reports is the run's own.
+async function backendReady() {
+  const backend = state.backend;
+  if (!state.network.sessions.has(backend)) {
+    status(`Opening ${state.network.contract.name} on ${label(backend)}…`, 'busy');
+  }
+  await state.network.session(backend);
+  return backend;
 }
 
 function show(result, name) {
@@ -56,15 +93,17 @@ function show(result, name) {
 }
 
 async function generate(noise = null) {
+  state.rerun = () => generate(noise);
   const width = Number($('width').value);
   const height = Number($('height').value);
   const seed = Number($('seed').value);
-  status(`Generating ${width}x${height}…`, 'busy');
+  const backend = await backendReady();
+  status(`Generating ${width}x${height} on ${label(backend)}…`, 'busy');
   const start = performance.now();
-  const result = await state.network.synthesize(width, height, { seed, noise });
+  const result = await state.network.synthesize(width, height, { seed, noise, backend });
   show(result, `${state.network.contract.name}-${width}x${height}-seed${seed}.png`);
   const ms = Math.round(performance.now() - start);
-  status(`Generated ${width}x${height} in ${ms} ms`, 'done');
+  status(`Generated ${width}x${height} on ${label(result.backend)} in ${ms} ms`, 'done');
 }
 
 // The chosen picture scaled (never enlarged) so its longest side is at most `max-side`.
@@ -80,19 +119,24 @@ async function pictureData(file) {
   return context.getImageData(0, 0, width, height);
 }
 
-// The style controls as TextureNetwork.stylize takes them.
+// The style controls and the backend, as TextureNetwork.stylize takes them.
 function controls() {
-  return { strength: Number($('strength').value), keepColors: $('keep-colors').checked };
+  const strength = Number($('strength').value);
+  return { strength, keepColors: $('keep-colors').checked, backend: state.backend };
 }
 
 async function stylize() {
+  state.rerun = stylize;
   const data = await pictureData(state.image);
-  status(`Stylizing ${data.width}x${data.height}…`, 'busy');
+  const backend = await backendReady();
+  const size = `${data.width}x${data.height}`;
+  status(`Stylizing ${size} on ${label(backend)}…`, 'busy');
   const start = performance.now();
-  const result = await state.network.stylize(data, controls());
+  const result = await state.network.stylize(data, { ...controls(), backend });
   const stem = state.image.name.replace(/\.[^.]*$/, '');
   show(result, `${stem}-${state.network.contract.name}.png`);
-  status(`Stylized ${data.width}x${data.height} in ${Math.round(performance.now() - start)} ms`, 'done');
+  const ms = Math.round(performance.now() - start);
+  status(`Stylized ${size} on ${label(result.backend)} in ${ms} ms`, 'done');
 }
 
 async function fetchBytes(url) {
@@ -117,8 +161,23 @@ $('strength').addEventListener('input', () => {
   $('strength-value').textContent = $('strength').value;
 });
 attachCamera({ state, controls, show, status, guard });
+// A live camera takes the new backend from its next frame on; otherwise the last run is redone.
+for (const radio of document.querySelectorAll('input[name=backend]')) {
+  radio.addEventListener('change', () =>
+    guard(async () => {
+      state.backend = radio.value;
+      if (!state.network || state.camera.stream) return;
+      if (state.rerun) await state.rerun();
+      else {
+        await backendReady();
+        status(`Ready: ${state.network.contract.name} on ${label(state.backend)}`, 'ready');
+      }
+    }),
+  );
+}
 
 guard(async () => {
+  await chooseBackend();
   const size = params.get('size')?.match(/^(\d+)x(\d+)$/);
   if (size) [$('width').value, $('height').value] = [size[1], size[2]];
   if (params.has('seed')) $('seed').value = params.get('seed');

@@ -1,7 +1,8 @@
 // Live stylization from a camera (getUserMedia), kept apart from the rest of the page: each frame
 // is scaled so its longest side is at most `camera-side`, stylized with the page's strength and
-// colour controls and drawn; the frames per second are shown, and Snapshot offers the frame on
-// screen as a PNG. app.mjs calls attachCamera once.
+// colour controls on its backend and drawn; the frames per second and the backend are shown, and
+// Snapshot offers the frame on screen as a PNG. app.mjs calls attachCamera once.
+import { BACKENDS } from './backends.mjs';
 import { toImageData } from './tn.mjs';
 
 const FPS_WINDOW = 10; // the frames per second shown are averaged over the last this many frames
@@ -24,8 +25,9 @@ function draw(result) {
   canvas.getContext('2d').putImageData(toImageData(result), 0, 0);
 }
 
-// `state`: the page's (network, last); `controls()`: {strength, keepColors}; `show(result,
-// name)`: the page's display with its download link; `status(text, kind)`; `guard(work)`.
+// `state`: the page's (network, last); `controls()`: {strength, keepColors, backend};
+// `show(result, name)`: the page's display with its download link; `status(text, kind)`;
+// `guard(work)`.
 export function attachCamera({ state, controls, show, status, guard }) {
   const $ = (id) => document.getElementById(id);
   const video = $('camera-video');
@@ -71,7 +73,8 @@ export function attachCamera({ state, controls, show, status, guard }) {
         if (times.length > 1) {
           const fps = ((times.length - 1) * 1000) / (times.at(-1) - times[0]);
           const size = `${input.width}x${input.height}`;
-          $('camera-fps').textContent = `${fps.toFixed(1)} frames/s at ${size}`;
+          const on = BACKENDS[result.backend].label;
+          $('camera-fps').textContent = `${fps.toFixed(1)} frames/s at ${size} on ${on}`;
         }
       }
     } finally {

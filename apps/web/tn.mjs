@@ -1,13 +1,7 @@
-// Texture Networks in the browser: load an exported ONNX model with onnxruntime-web (WebAssembly),
-// read its contract from the model's own metadata, synthesize textures / stylize images of any size.
-import * as ort from './node_modules/onnxruntime-web/dist/ort.wasm.min.mjs';
-
-// Local runtime files only: nothing is fetched from a CDN.
-ort.env.wasm.wasmPaths = new URL('./node_modules/onnxruntime-web/dist/', import.meta.url).href;
-// Threads need a cross-origin isolated page (serve.py sends the COOP/COEP headers).
-ort.env.wasm.numThreads = globalThis.crossOriginIsolated
-  ? Math.min(4, navigator.hardwareConcurrency || 1)
-  : 1;
+// Texture Networks in the browser: read an exported ONNX model's contract from the model's own
+// metadata, synthesize textures / stylize images of any size with onnxruntime-web, on the backend
+// asked for (backends.mjs).
+import { openSession } from './backends.mjs';
 
 // WebAssembly has at most 4 GB of memory; activations of a 1024x1024 run take about 1.3 GB.
 export const BROWSER_MAX_SIDE = 1024;
@@ -171,25 +165,36 @@ function crop(rgb, height, width, h, w) {
 }
 
 export class TextureNetwork {
-  constructor(session, contract, source) {
-    this.session = session;
+  constructor(bytes, contract, source) {
+    this.bytes = bytes;
     this.contract = contract;
     this.source = source;
+    this.sessions = new Map(); // backend -> Promise of { ort, session }, made on first use
   }
 
-  static async load(bytes, source) {
-    const contract = readContract(bytes, source);
-    const session = await ort.InferenceSession.create(bytes, {
-      executionProviders: ['wasm'],
-      graphOptimizationLevel: 'all',
-    });
-    if (!session.inputNames.includes(contract.inputName)) {
-      throw new Error(`${source} has no input "${contract.inputName}"; re-export it`);
+  // The model's contract from `bytes`, and its session on `backend` (so a broken file fails here).
+  static async load(bytes, source, backend) {
+    const network = new TextureNetwork(bytes, readContract(bytes, source), source);
+    await network.session(backend);
+    return network;
+  }
+
+  session(backend) {
+    if (!this.sessions.has(backend)) {
+      const opened = openSession(this.bytes, backend).then((runner) => {
+        const { inputName, outputName } = this.contract;
+        if (!runner.session.inputNames.includes(inputName)) {
+          throw new Error(`${this.source} has no input "${inputName}"; re-export it`);
+        }
+        if (!runner.session.outputNames.includes(outputName)) {
+          throw new Error(`${this.source} has no output "${outputName}"; re-export it`);
+        }
+        return runner;
+      });
+      opened.catch(() => this.sessions.delete(backend)); // a failed backend may be tried again
+      this.sessions.set(backend, opened);
     }
-    if (!session.outputNames.includes(contract.outputName)) {
-      throw new Error(`${source} has no output "${contract.outputName}"; re-export it`);
-    }
-    return new TextureNetwork(session, contract, source);
+    return this.sessions.get(backend);
   }
 
   get maxSide() {
@@ -210,10 +215,11 @@ export class TextureNetwork {
     }
   }
 
-  async run(data, channels, height, width) {
+  async run(backend, data, channels, height, width) {
+    const { ort, session } = await this.session(backend);
     const { inputName, outputName } = this.contract;
     const input = new ort.Tensor('float32', data, [1, channels, height, width]);
-    const outputs = await this.session.run({ [inputName]: input });
+    const outputs = await session.run({ [inputName]: input });
     const image = outputs[outputName];
     const result = image.data.slice();
     input.dispose?.();
@@ -223,7 +229,8 @@ export class TextureNetwork {
 
   // A width x height texture: from a seed, or from given noise at the padded size
   // (1, noise_depth, padded(height), padded(width)), which is how the tests compare with Python.
-  async synthesize(width, height, { seed = 0, noise = null } = {}) {
+  // Every result says the backend it ran on.
+  async synthesize(width, height, { seed = 0, noise = null, backend = 'wasm' } = {}) {
     if (this.contract.mode !== 'texture') {
       throw new Error(`${this.source} is a style model: choose an image to stylize`);
     }
@@ -234,13 +241,14 @@ export class TextureNetwork {
     if (noise && noise.length !== count) {
       throw new Error(`noise has ${noise.length} values, ${count} expected for ${pw}x${ph}`);
     }
-    const out = await this.run(noise ?? gaussianNoise(count, seed), this.contract.noiseDepth, ph, pw);
-    return { width, height, rgb: crop(out, ph, pw, height, width) };
+    const input = noise ?? gaussianNoise(count, seed);
+    const out = await this.run(backend, input, this.contract.noiseDepth, ph, pw);
+    return { width, height, backend, rgb: crop(out, ph, pw, height, width) };
   }
 
   // Stylize an ImageData (at most maxSide per side: scale it first). `strength` (0 = the photo,
   // 1 = full style) and `keepColors` as tn_export.runtime's controls (applyControls).
-  async stylize(imageData, { strength = 1, keepColors = false } = {}) {
+  async stylize(imageData, { strength = 1, keepColors = false, backend = 'wasm' } = {}) {
     if (this.contract.mode !== 'style') {
       throw new Error(`${this.source} is a texture model: generate a texture instead`);
     }
@@ -253,9 +261,9 @@ export class TextureNetwork {
     }
     const ph = this.padded(height);
     const pw = this.padded(width);
-    const out = await this.run(reflectPad(rgb, height, width, ph, pw), 3, ph, pw);
+    const out = await this.run(backend, reflectPad(rgb, height, width, ph, pw), 3, ph, pw);
     const styled = crop(out, ph, pw, height, width);
-    return { width, height, rgb: applyControls(styled, rgb, { strength, keepColors }) };
+    return { width, height, backend, rgb: applyControls(styled, rgb, { strength, keepColors }) };
   }
 }
 
