@@ -38,9 +38,14 @@ from .tiling import (
 
 MIN_SIDE = 16  # smaller outputs are padding more than picture
 DEFAULT_MAX_MEMORY = 256 * 10**6  # bytes: what a phone app can spend on one image
-# Measured peak RSS of onnxruntime runs over the model's per-pixel lower bound (budget.py): the
-# whole model and the fine part keep about 1.6x its four maps alive, with padding copies.
+# Measured peak RSS of onnxruntime runs over the model's per-pixel lower bound (budget.py): a
+# whole run keeps about 1.6x its four maps alive, with padding copies (1270 B per pixel for the
+# bundled models at 512x512). The fine part alone measures 1180 B per window pixel, but a whole
+# tn-run process in exact tiles peaked 1.14x above that estimate (the tile's output and its
+# 8-bit conversion, the arena's growth steps): 1.9 covers it.
 RUN_FACTOR = 1.6
+FINE_FACTOR = 1.9
+SESSIONS_BYTES = 32 * 10**6  # the three sessions and the load check (measured: 25 MB)
 TEXTURE_IMAGE_BYTES = 4  # per pixel beside a texture's run: the Pillow RGB output (4 bytes)
 
 
@@ -190,9 +195,10 @@ class Model:
         if self.tiler is None or (whole <= self.max_memory and max(hp, wp) <= c.max_size):
             return None
         costs = self.costs()
-        layout = plan(hp, wp, c.size_multiple, self.tiler.reaches, costs, self.max_memory - images)
+        room = self.max_memory - images - SESSIONS_BYTES
+        layout = plan(hp, wp, c.size_multiple, self.tiler.reaches, costs, room)
         if layout is None:
-            least = images + costs.fine * (4 * c.size_multiple) ** 2
+            least = SESSIONS_BYTES + images + costs.fine * (4 * c.size_multiple) ** 2
             raise UserError(
                 f"{self.source} at {width}x{height} needs more than max_memory "
                 f"{budget.size_text(self.max_memory)}: its 8-bit images alone take "
@@ -220,7 +226,7 @@ class Model:
         held = 4 * c.input_channels + 4 * features / split**2
         # The coarse part's largest maps are at ratio `split`: 1 / split**2 of a fine map.
         coarse = RUN_FACTOR * c.bytes_per_pixel / split**2 + 4 * c.input_channels / split**2
-        fine = RUN_FACTOR * c.bytes_per_pixel + 4 * (c.input_channels + features / split**2)
+        fine = FINE_FACTOR * c.bytes_per_pixel + 4 * (c.input_channels + features / split**2)
         return Costs(held, coarse, fine)
 
     def _textures(
