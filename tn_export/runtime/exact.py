@@ -182,7 +182,7 @@ class ExactTiler:
         self.coarse, self.fine = coarse, fine
         self.split, self.wrap, self.input_name = split, wrap, input_name
         self.coarse_reach, self.fine_reach = reaches(scales, split)
-        # Arenas give their memory back after every run: blocks and tiles differ in size.
+        # The fine part's arena gives back what a run's tile needed beyond the usual.
         self.options = ort.RunOptions()
         self.options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
 
@@ -217,7 +217,7 @@ class ExactTiler:
                 c = x.shape[0]
                 pooled = x.reshape(c, (cy1 - cy0) // s, s, (cx1 - cx0) // s, s).mean((2, 4))
                 feed = {self.input_name: pooled[None]}
-                features = self.coarse.run([FEATURES], feed, self.options)[0]
+                features = self.coarse.run([FEATURES], feed)[0]
                 del pooled, feed
                 for ty in range(by, min(by + plan.block_h, hp, height), plan.tile_h):
                     for tx in range(bx, min(bx + plan.block_w, wp, width), plan.tile_w):

@@ -22,7 +22,7 @@ from ..contract import PREFIX, ModelContract
 from ..errors import UserError
 from ..images import from_array, to_array, to_rgb, to_uint8
 from .controls import Controls
-from .exact import Costs, ExactTiler, Plan, plan
+from .exact import PART_SUFFIXES, SPLIT, Costs, ExactTiler, Plan, plan
 from .noise import gaussian
 from .session import check_graph, open_session
 from .tiling import (
@@ -40,11 +40,11 @@ MIN_SIDE = 16  # smaller outputs are padding more than picture
 DEFAULT_MAX_MEMORY = 256 * 10**6  # bytes: what a phone app can spend on one image
 # Measured peak RSS of onnxruntime runs over the model's per-pixel lower bound (budget.py): a
 # whole run keeps about 1.6x its four maps alive, with padding copies (1270 B per pixel for the
-# bundled models at 512x512). The fine part alone measures 1180 B per window pixel, but a whole
-# tn-run process in exact tiles peaked 1.14x above that estimate (the tile's output and its
-# 8-bit conversion, the arena's growth steps): 1.9 covers it.
-RUN_FACTOR = 1.6
-FINE_FACTOR = 1.9
+# bundled models at 512x512). The fine part alone measures 1180 B per window pixel, but whole
+# tn-run processes in exact tiles (1024x1024 and 4096x4096 textures, 344x344 and 280x280
+# windows) peaked at 1890 B per fine window pixel beside the held block, images and sessions
+# (the arena's growth steps, the tile's output and its conversions): 2.4 covers that.
+FINE_FACTOR = 2.4
 SESSIONS_BYTES = 32 * 10**6  # the three sessions and the load check (measured: 25 MB)
 TEXTURE_IMAGE_BYTES = 4  # per pixel beside a texture's run: the Pillow RGB output (4 bytes)
 
@@ -128,6 +128,11 @@ class Model:
             raise UserError(
                 f"{what} {width}x{height} is too small: width and height must be at least "
                 f"{MIN_SIDE} pixels"
+            )
+        if max_side == MAX_TILED_SIDE and max(width, height) > max_side:
+            raise UserError(
+                f"{what} {width}x{height} is over the largest side exact tiles make, "
+                f"{MAX_TILED_SIDE} pixels; ask for at most {max_side}x{max_side}"
             )
         if max_side is not None and max(width, height) > max_side:
             raise UserError(
@@ -404,6 +409,8 @@ def _open_parts(
     if "coarse" not in tiling or "fine" not in tiling:
         reason = tiling.get("reason", "it was exported without tiling parts (before tn-export 0.2)")
         return None, f"{path} is not tiled exactly: {reason}"
+    if (tiling["coarse"], tiling["fine"]) != PART_SUFFIXES or tiling.get("split") != SPLIT:
+        return None, f"{path} is not tiled exactly: its tiling metadata is not this runtime's"
     sessions = []
     for part in ("coarse", "fine"):
         part_path = path.with_suffix(tiling[part])
@@ -412,7 +419,8 @@ def _open_parts(
                 f"{path} is not tiled exactly: its part {part_path.name} is missing (tn-export "
                 "--format onnx writes it beside the fp32 model)"
             )
-        session = open_session(part_path, providers, threads, low_memory)
+        # The coarse part's arena would hold its block-sized peak through every fine run.
+        session = open_session(part_path, providers, threads, low_memory, arena=part == "fine")
         meta = session.get_modelmeta().custom_metadata_map
         stored = ModelContract.from_metadata(meta, f"model part {part_path}")
         if stored != contract or meta.get(PREFIX + "part") != part:
@@ -423,5 +431,5 @@ def _open_parts(
         sessions.append(session)
     scales = contract.size_multiple.bit_length()
     wrap = contract.padding == "circular"
-    tiler = ExactTiler(*sessions, scales, contract.input_name, wrap, int(tiling.get("split", 4)))
+    tiler = ExactTiler(*sessions, scales, contract.input_name, wrap)
     return tiler, ""
