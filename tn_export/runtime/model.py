@@ -44,6 +44,7 @@ DEFAULT_MAX_MEMORY = 256 * 10**6  # bytes: what a phone app can spend on one ima
 # tn-run processes in exact tiles (1024x1024 and 4096x4096 textures, 344x344 and 280x280
 # windows) peaked at 1890 B per fine window pixel beside the held block, images and sessions
 # (the arena's growth steps, the tile's output and its conversions): 2.4 covers that.
+RUN_FACTOR = 1.6
 FINE_FACTOR = 2.4
 SESSIONS_BYTES = 32 * 10**6  # the three sessions and the load check (measured: 25 MB)
 TEXTURE_IMAGE_BYTES = 4  # per pixel beside a texture's run: the Pillow RGB output (4 bytes)
