@@ -229,7 +229,7 @@ def _stylize(model: Model, args: argparse.Namespace) -> None:
     refuse_overwriting_inputs([t for _, t in pairs], [args.model, *(s for s, _ in pairs)])
     check_outputs(t for _, t in pairs)
     start = time.perf_counter()
-    failed = 0
+    failed, how = 0, ""
     for source, target in tqdm(pairs, unit="image", disable=len(pairs) < 2, file=sys.stderr):
         try:
             # An image whose buffers alone would not fit is refused before it is decoded.
@@ -248,7 +248,9 @@ def _stylize(model: Model, args: argparse.Namespace) -> None:
     took = time.perf_counter() - start
     if failed:
         raise UserError(f"{failed} of {len(pairs)} images could not be stylized (listed above)")
-    where = f"{pairs[0][1]}{how}" if len(pairs) == 1 else f"{len(pairs)} images into {args.output}"
+    where = f"{pairs[0][1]}" + (f" ({how[2:]})" if how else "")
+    if len(pairs) > 1:
+        where = f"{len(pairs)} images into {args.output}"
     print(f"wrote {where} in {took:.2f} s")
 
 
