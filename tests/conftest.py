@@ -35,13 +35,14 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
 
 def onnx_copier(source: Path):
     """A stand-in for tn-export's (slow) torch.export step: it writes the ONNX graph at `source`
-    with the contract the run asks for, so everything after it runs for real."""
+    with the contract the run asks for, so everything after it runs for real. (The exact-tiling
+    parts, exported through the same function, get the same graph: only their names matter.)"""
     import onnx
 
-    def export_onnx(generator, path, contract, dynamic_batch=True) -> None:
+    def export_onnx(generator, path, contract, dynamic_batch=True, *, metadata=None, **_) -> None:
         model = onnx.load(source)
         del model.metadata_props[:]
-        for key, value in contract.to_metadata().items():
+        for key, value in (contract.to_metadata() | (metadata or {})).items():
             model.metadata_props.add(key=key, value=value)
         onnx.save(model, path)
 

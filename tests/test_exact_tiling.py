@@ -17,10 +17,12 @@ from PIL import Image
 from tn_export import runtime
 from tn_export.errors import UserError
 from tn_export.runtime.exact import Plan, Reach, reaches
+from tn_export.runtime.model import FIXED_BYTES
 from tn_export.runtime.noise import gaussian
 
 SCALES = 4  # pooling ratios 8, 4, 2, 1: the coarse part holds two scales, the fine part two
 M = 2 ** (SCALES - 1)
+SMALL_BOUND = FIXED_BYTES + 4 * 10**6  # a few tiles of the tiny model at the sizes below
 TN_RUN = [sys.executable, "-c", "from tn_export.runtime.cli import main; raise SystemExit(main())"]
 
 
@@ -133,7 +135,7 @@ def test_noise_is_a_function_of_the_position_alone():
 
 def test_a_texture_made_in_tiles_is_the_one_made_whole(tiny_dir):
     path = export_tiny(tiny_dir, "texture")
-    whole, tiled = runtime.load(path, max_memory=10**9), runtime.load(path, max_memory=4 * 10**6)
+    whole, tiled = runtime.load(path, max_memory=10**9), runtime.load(path, max_memory=SMALL_BOUND)
     size = (203, 150)
     assert whole.layout(*size) is None
     layout = tiled.layout(*size)
@@ -145,7 +147,7 @@ def test_a_texture_made_in_tiles_is_the_one_made_whole(tiny_dir):
 
 
 def test_textures_over_the_whole_models_max_size_run_in_tiles(tiny_dir):
-    model = runtime.load(export_tiny(tiny_dir, "texture"), max_memory=20 * 10**6)
+    model = runtime.load(export_tiny(tiny_dir, "texture"), max_memory=FIXED_BYTES + 20 * 10**6)
     assert model.contract.max_size == 512
     (image,) = model.synthesize(600, 40, seed=1)
     assert image.size == (600, 40)
@@ -155,7 +157,7 @@ def test_a_photo_stylized_in_tiles_is_the_one_stylized_whole(tiny_dir):
     path = export_tiny(tiny_dir, "style")
     rng = np.random.default_rng(2)
     photo = Image.fromarray(rng.integers(0, 256, (141, 190, 3), dtype=np.uint8))
-    whole, tiled = runtime.load(path, max_memory=10**9), runtime.load(path, max_memory=4 * 10**6)
+    whole, tiled = runtime.load(path, max_memory=10**9), runtime.load(path, max_memory=SMALL_BOUND)
     assert whole.layout(190, 141) is None and tiled.layout(190, 141) is not None
     done = []
     a = np.asarray(whole.stylize(photo, keep_colors=True), np.int16)
@@ -167,7 +169,7 @@ def test_a_photo_stylized_in_tiles_is_the_one_stylized_whole(tiny_dir):
 
 
 def test_instance_norm_falls_back_to_cross_faded_tiles_and_says_why(tiny_dir):
-    model = runtime.load(export_tiny(tiny_dir, "style", "instance"), max_memory=4 * 10**6)
+    model = runtime.load(export_tiny(tiny_dir, "style", "instance"), max_memory=SMALL_BOUND)
     assert model.tiler is None
     assert "instance norm's statistics are global" in model.tiling_note
     assert "instance norm" in model.contract.tiling["reason"]
@@ -195,7 +197,8 @@ def test_tn_run_uses_exact_tiles_under_max_memory(tiny_dir, tmp_path):
     path = export_tiny(tiny_dir, "texture")
     out = tmp_path / "t.png"
     args = ["synthesize", str(path), "--size", "300x200", "--seed", "4", "-o", str(out)]
-    run = subprocess.run([*TN_RUN, *args, "--max-memory", "4"], capture_output=True, text=True)
+    bound = str(SMALL_BOUND / 1e6)
+    run = subprocess.run([*TN_RUN, *args, "--max-memory", bound], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert "exact tiles" in run.stdout
     whole = runtime.load(path, max_memory=10**9).synthesize(300, 200, seed=4)[0]
