@@ -20,7 +20,7 @@ from ..errors import UserError, cli_entry
 from ..images import SAVE_FORMATS, image_files, load_image, save_image
 from ..sizes import parse_size
 from . import DEFAULT_TILE_PIXELS, IMAGE_BYTES_PER_PIXEL, Model, Progress, load
-from .model import DEFAULT_MAX_MEMORY, TEXTURE_IMAGE_BYTES
+from .model import DEFAULT_MAX_MEMORY, FIXED_BYTES, TEXTURE_IMAGE_BYTES
 from .video import DEFAULT_BATCH, stylize_video
 
 # The runtime's parameters as this command's flags; max_size is tn-export's, which sets it.
@@ -173,7 +173,8 @@ def _how(model: Model, width: int, height: int, image_bytes: int = IMAGE_BYTES_P
     stderr where it is over --max-memory and the model cannot be tiled exactly."""
     layout = model.layout(width, height, image_bytes)
     if layout is None:
-        if model.tiler is None and model.whole_bytes(width, height, image_bytes) > model.max_memory:
+        whole = model.whole_bytes(width, height, image_bytes) + FIXED_BYTES
+        if model.tiler is None and whole > model.max_memory:
             print(f"tn-run: note: {model.tiling_note}; tiled as before", file=sys.stderr)
         return ""
     count = layout.tiles_inside(height, width)

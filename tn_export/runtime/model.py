@@ -200,7 +200,8 @@ class Model:
         c = self.contract
         images = image_bytes * width * height
         whole = self.whole_bytes(width, height, image_bytes)
-        if self.tiler is None or (whole <= self.max_memory and max(hp, wp) <= c.max_size):
+        fits = whole + FIXED_BYTES <= self.max_memory and max(hp, wp) <= c.max_size
+        if self.tiler is None or fits:
             return None
         costs = self.costs()
         room = self.max_memory - images - FIXED_BYTES
