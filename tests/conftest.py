@@ -35,13 +35,17 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
 
 def onnx_copier(source: Path):
     """A stand-in for tn-export's (slow) torch.export step: it writes the ONNX graph at `source`
-    with the contract the run asks for, so everything after it runs for real."""
+    with the contract the run asks for, so everything after it runs for real. (The exact-tiling
+    parts, exported through the same function, are copied from beside `source` where they are,
+    else get its graph: only their names matter then.)"""
     import onnx
 
-    def export_onnx(generator, path, contract, dynamic_batch=True) -> None:
-        model = onnx.load(source)
+    def export_onnx(generator, path, contract, dynamic_batch=True, *, metadata=None, **_) -> None:
+        part = (metadata or {}).get("tn_export.part")
+        beside = source.with_suffix(f".{part}.onnx") if part else source
+        model = onnx.load(beside if beside.is_file() else source)
         del model.metadata_props[:]
-        for key, value in contract.to_metadata().items():
+        for key, value in (contract.to_metadata() | (metadata or {})).items():
             model.metadata_props.add(key=key, value=value)
         onnx.save(model, path)
 

@@ -79,7 +79,9 @@ def test_format_all_writes_every_artifact_and_its_record(everything, small_check
     openvino = ["bricks.bin", "bricks.xml"] if OPENVINO else []
     assert _files(out) == sorted(
         [
+            "bricks.coarse.onnx",
             "bricks.export.json",
+            "bricks.fine.onnx",
             "bricks.mlpackage",
             "bricks.onnx",
             "bricks.ort",
@@ -292,7 +294,12 @@ def _export_all_without_openvino(small_checkpoint, tmp_path, capsys):
     assert cli.main(["--format", "all", str(small_checkpoint), "-o", str(out), *SMALL]) == 0
     row = next(r for r in capsys.readouterr().out.splitlines() if r.startswith("OpenVINO"))
     assert "skipped: format openvino needs no_such_module_here, which is not installed" in row
-    assert _files(out) == ["bricks.export.json", "bricks.onnx"]
+    assert _files(out) == [
+        "bricks.coarse.onnx",
+        "bricks.export.json",
+        "bricks.fine.onnx",
+        "bricks.onnx",
+    ]
     arts = json.loads((out / "bricks.export.json").read_text())["artifacts"]
     assert [(a["format"], a["installed"], bool(a["skipped"])) for a in arts] == [
         ("onnx", True, False),
@@ -405,6 +412,8 @@ def test_the_python_api_exports_a_generator_at_several_precisions(
     ]
     assert _files(out) == [
         "api.export.json",
+        "api.fp32.coarse.onnx",
+        "api.fp32.fine.onnx",
         "api.fp32.onnx",
         "api.int8.onnx",
         "api.ort",

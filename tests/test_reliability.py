@@ -1212,7 +1212,8 @@ def test_two_exports_to_the_same_path_at_once_leave_one_whole_artifact(assets, t
         status = child.exitcode
         assert (status, failures) == (0, []) or (status in (1, 2) and len(failures) == 1), stderr
     assert 0 in [child.exitcode for child, _, _ in writers]
-    assert sorted(os.listdir(out)) == ["same.export.json", "same.onnx"]
+    parts = ["same.coarse.onnx", "same.fine.onnx"]  # the exact-tiling parts, beside the model
+    assert sorted(os.listdir(out)) == sorted([*parts, "same.export.json", "same.onnx"])
     final = onnx.load(out / "same.onnx")
     onnx.checker.check_model(final)
     assert final.doc_string in ("A" * 3_000_000, "B" * 3_000_000)  # one writer's, whole
@@ -1290,7 +1291,8 @@ def test_the_next_export_removes_the_scratch_folder_a_sigkill_left(assets, tmp_p
     monkeypatch.setattr(validate, "validate_onnx", lambda *args, **kwargs: Validation(True, "ok"))
     assert export_main(argv) == 0
     kept = [running.name, elsewhere.name, unowned.name]
-    assert sorted(os.listdir(out)) == sorted([*kept, "small.export.json", "small.onnx"])
+    parts = ["small.coarse.onnx", "small.fine.onnx"]  # the exact-tiling parts, beside the model
+    assert sorted(os.listdir(out)) == sorted([*kept, *parts, "small.export.json", "small.onnx"])
 
 
 # --- image modes and EXIF orientation -----------------------------------------------------------

@@ -22,6 +22,9 @@ from .errors import UserError
 # use here: images read, sizes asked of the runtime, models exported, steps trained.
 MAX_SIDE = 8192
 MAX_PIXELS = MAX_SIDE * MAX_SIDE
+# Textures made in exact tiles (runtime/exact.py) never hold a whole-image map: only the 8-bit
+# image itself, 805 MB at this side, bounds them.
+MAX_TILED_SIDE = 16384
 MAX_SCALES = MAX_SIDE.bit_length()  # a pyramid's size multiple 2**(scales - 1) fits one side
 MAX_SEED = 2**32 - 1
 MEMORY_ENV = "TN_MEMORY_BUDGET"

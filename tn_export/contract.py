@@ -29,6 +29,19 @@ class TrainingSummary(TypedDict, total=False):
     source: str
 
 
+class Tiling(TypedDict, total=False):
+    """How a model runs in exact tiles (tn_export.runtime.exact): the suffixes of its two parts
+    beside the model file (NAME.coarse.onnx, NAME.fine.onnx), the pooling ratio they are split
+    at, and each part's reach [before, after, grid] in pixels; or, where it cannot, the reason."""
+
+    coarse: str
+    fine: str
+    split: int
+    coarse_reach: list[int]
+    fine_reach: list[int]
+    reason: str
+
+
 @dataclass(frozen=True)
 class ModelContract:
     """What an exported generator expects and returns.
@@ -56,6 +69,7 @@ class ModelContract:
     description: str = ""
     tool_version: str = ""
     training: TrainingSummary = field(default_factory=TrainingSummary)
+    tiling: Tiling = field(default_factory=Tiling)
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -123,10 +137,10 @@ class ModelContract:
                 if f.name not in values:
                     continue
                 raw = values[f.name]
-                if f.name == "training":
+                if f.name in ("training", "tiling"):
                     kwargs[f.name] = json.loads(raw)
                     if not isinstance(kwargs[f.name], dict):
-                        raise ValueError(f"training is {raw[:40]!r}, not a JSON object")
+                        raise ValueError(f"{f.name} is {raw[:40]!r}, not a JSON object")
                 elif f.type == "int":
                     kwargs[f.name] = int(raw)
                 else:

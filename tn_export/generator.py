@@ -144,28 +144,46 @@ class PyramidGenerator(nn.Module):
                 f"must be positive multiples of {m} (e.g. {m * 8}x{m * 8} or {m * 16}x{m * 12})"
             )
 
-    def _scale_input(self, x: torch.Tensor, ratio: int) -> torch.Tensor:
+    def _scale_input(self, x: torch.Tensor, ratio: int, given: int = 1) -> torch.Tensor:
+        """The input of the scale at `ratio` from `x`, the input already average-pooled by
+        `given` (a divisor of `ratio`; 1: the full-resolution input)."""
+        pooled = F.avg_pool2d(x, ratio // given) if ratio > given else x
         if self.config.mode == "texture":
             # Averaging r*r independent N(0,1) values divides the std by r; multiplying by r gives
             # every scale unit-variance noise, as upstream's per-scale GenNoise did.
-            return F.avg_pool2d(x, ratio) * ratio if ratio > 1 else x
-        image = F.avg_pool2d(x, ratio) if ratio > 1 else x
-        n, _, h, w = image.shape
+            return pooled * ratio if ratio > 1 else pooled
+        n, _, h, w = pooled.shape
         shape = (n, self.config.noise_depth, h, w)
         if self.training:
             noise = torch.randn(shape, device=x.device, dtype=x.dtype)
         else:
-            noise = image.new_zeros(shape)
-        return torch.cat([image, noise], dim=1)
+            noise = pooled.new_zeros(shape)
+        return torch.cat([pooled, noise], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         expected = self.config.input_channels
         if x.dim() != 4 or x.shape[1] != expected:
             raise ValueError(f"expected input of shape (N, {expected}, H, W), got {tuple(x.shape)}")
         self.check_size(x.shape[2], x.shape[3])
-        out = self.branches[0](self._scale_input(x, self.ratios[0]))
+        return self.tail(self.head(x), x)
+
+    def head(self, x: torch.Tensor, split: int = 1, given: int = 1) -> torch.Tensor:
+        """The scales of ratio >= `split`, joined: features at ratio `split` with
+        channels * (number of those scales) channels. `x` is the input pooled by `given`."""
+        out = self.branches[0](self._scale_input(x, self.ratios[0], given))
         for ratio, branch, join in zip(self.ratios[1:], self.branches[1:], self.joins, strict=True):
-            out = join(out, branch(self._scale_input(x, ratio)))
+            if ratio < split:
+                break
+            out = join(out, branch(self._scale_input(x, ratio, given)))
+        return out
+
+    def tail(self, features: torch.Tensor, x: torch.Tensor, split: int = 1) -> torch.Tensor:
+        """The rest after `head(.., split)`: the scales of ratio < `split` joined onto
+        `features`, then RGB. `x` is the full-resolution input."""
+        out = features
+        for ratio, branch, join in zip(self.ratios[1:], self.branches[1:], self.joins, strict=True):
+            if ratio < split:
+                out = join(out, branch(self._scale_input(x, ratio)))
         return self.to_rgb(out)
 
     def sample_input(

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..runtime.exact import PART_SUFFIXES
 from .reference import Reference, Validation
 
 
@@ -76,7 +77,15 @@ _ONNX_FAMILY = {
 FORMATS = {
     f.name: f
     for f in (
-        Format("onnx", "ONNX", ".onnx", build=_lazy("onnx:build"), **_ONNX_FAMILY),
+        Format(
+            "onnx",
+            "ONNX",
+            ".onnx",
+            build=_lazy("onnx:build"),
+            # The exact-tiling parts (parts.py), at fp32; bare PyramidGenerators only.
+            side_files=PART_SUFFIXES,
+            **_ONNX_FAMILY,
+        ),
         Format(
             "ort",
             "ORT",

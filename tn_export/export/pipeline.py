@@ -25,9 +25,10 @@ from .. import __version__
 from ..atomic import atomic_path, check_outputs, full_disk_names, refuse_overwriting_inputs
 from ..budget import MAX_SIDE, check_count, check_memory
 from ..checkpoint import Metadata, load_model, training_summary
-from ..contract import ModelContract
+from ..contract import ModelContract, Tiling
 from ..errors import UserError
-from ..generator import PyramidGenerator
+from ..generator import GeneratorConfig, PyramidGenerator
+from ..runtime.exact import PART_SUFFIXES, SPLIT, reaches
 from . import quiet
 from .formats import FORMATS, REFUSED, Format, Job, Options
 from .reference import Reference, Validation
@@ -304,6 +305,26 @@ def _contract(
         description=f"Texture Networks {config.mode} generator{trained_on}",
         tool_version=__version__,
         training=training,
+        tiling=tiling(config),
+    )
+
+
+def tiling(config: GeneratorConfig) -> Tiling:
+    """How the generator runs in exact tiles (runtime/exact.py), or why it cannot."""
+    if config.norm != "batch":
+        return Tiling(
+            reason=f"{config.norm} norm's statistics are global (each tile would normalise by "
+            "its own), so tiles cannot equal the whole image"
+        )
+    if 2 ** (config.scales - 1) < SPLIT:
+        return Tiling(reason=f"{config.scales} scales are too few to split at ratio {SPLIT}")
+    coarse, fine = reaches(config.scales)
+    return Tiling(
+        coarse=PART_SUFFIXES[0],
+        fine=PART_SUFFIXES[1],
+        split=SPLIT,
+        coarse_reach=[coarse.before, coarse.after, coarse.align],
+        fine_reach=[fine.before, fine.after, fine.align],
     )
 
 
@@ -410,6 +431,8 @@ class _Run:
         """Rename the checked artifact and its side files from scratch into place."""
         path, _ = self.built[result.format, result.precision]
         for side in _sides(FORMATS[result.format], path.name):
+            if side.endswith(PART_SUFFIXES) and not path.with_name(side).exists():
+                continue  # the exact-tiling parts are exported at fp32 only
             install(path.with_name(side), result.path.with_name(side))
             result.side_files.append(result.path.with_name(side))
         install(path, result.path)

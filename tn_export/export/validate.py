@@ -20,7 +20,8 @@ from ..contract import ModelContract, contract_problem
 from ..errors import UserError
 from ..runtime.session import session_options
 from .formats import Options
-from .reference import OutputMismatch, Reference, Validation
+from .parts import part_paths, validate_parts
+from .reference import MAX_ABS_ERROR, OutputMismatch, Reference, Validation
 
 
 def session(path: str | os.PathLike) -> ort.InferenceSession:
@@ -59,6 +60,16 @@ def validate_onnx(
     result = reference.validation(
         lambda x: sess.run(None, {contract.input_name: x})[0], precision, details
     )
+    parts = part_paths(path, contract)
+    if result.ok and parts and all(p.is_file() for p in parts.values()):
+        errors = validate_parts(path, reference.deployable.generator, contract)
+        result.details["parts_max_abs_error"] = errors
+        ok = max(errors.values()) <= MAX_ABS_ERROR["fp32"]
+        worst = max(errors.values())
+        result.summary += f"; tiling parts max |err| {worst:.1e}"
+        if not ok:
+            result.ok = False
+            result.summary = f"FAILED: tiling parts max |err| {worst:.1e} > 1e-4"
     if precision == "fp16" and "max_abs_error" in result.details:  # compared, not mismatched
         floors = reference.fp16_input_error
         result.details["input_rounding_error"] = floors

@@ -2,9 +2,11 @@
 
 Torch-free on purpose (numpy, onnxruntime and Pillow only), so an app installs the base package
 and nothing else. `load` (model.py) opens a model and checks it against its own metadata
-(session.py); `Model.stylize` runs large photos in blended tiles (tiling.py, which states the
-memory bound), with the strength and colour controls of controls.py; video.py runs video files
-through PyAV (the optional extra `video`, imported only there).
+(session.py); images over `max_memory` run in exact tiles (exact.py, on the two parts exported
+beside the model), textures from counter-based noise (noise.py); models that cannot be tiled
+exactly run large photos in blended tiles (tiling.py, which states that memory bound); the
+strength and colour controls are controls.py's; video.py runs video files through PyAV (the
+optional extra `video`, imported only there).
 """
 
 from .model import MIN_SIDE, Model, load

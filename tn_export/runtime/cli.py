@@ -20,11 +20,13 @@ from ..errors import UserError, cli_entry
 from ..images import SAVE_FORMATS, image_files, load_image, save_image
 from ..sizes import parse_size
 from . import DEFAULT_TILE_PIXELS, IMAGE_BYTES_PER_PIXEL, Model, Progress, load
+from .model import DEFAULT_MAX_MEMORY, FIXED_BYTES, TEXTURE_IMAGE_BYTES
 from .video import DEFAULT_BATCH, stylize_video
 
 # The runtime's parameters as this command's flags; max_size is tn-export's, which sets it.
 FLAGS = {
     "tile_pixels": "--tile-pixels",
+    "max_memory": "--max-memory",
     "max_size": "--max-size",
     "strength": "--strength",
     "batch": "--batch",
@@ -46,6 +48,14 @@ def _parser() -> argparse.ArgumentParser:
         "--threads",
         type=number(int, 1, budget.threads()),
         help="intra-op threads (default: onnxruntime's)",
+    )
+    common.add_argument(
+        "--max-memory",
+        type=number(float, above=0),
+        default=DEFAULT_MAX_MEMORY / 1e6,
+        metavar="MB",
+        help="memory one image may take, in MB (default: 256, what a phone app can spend); "
+        "larger textures and photos run in exact tiles, the same image as a whole run",
     )
     common.add_argument("--debug", action="store_true", help="show tracebacks")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -148,12 +158,27 @@ def _synthesize(model: Model, args: argparse.Namespace) -> None:
     refuse_overwriting_inputs(outputs, [args.model])
     check_outputs(outputs)
     start = time.perf_counter()
+    textures = model.textures(width, height, seed=seed)
+    how = _how(model, width, height, TEXTURE_IMAGE_BYTES)
     # One texture at a time: memory stays that of one sample whatever --count is.
-    for path, image in zip(outputs, model.textures(width, height, seed=seed), strict=False):
+    for path, image in zip(outputs, textures, strict=False):
         save_image(image, path)
     took = time.perf_counter() - start
     names = str(outputs[0]) if len(outputs) == 1 else f"{outputs[0]} .. {outputs[-1]}"
-    print(f"wrote {names} ({width}x{height}, seed {seed}) in {took:.2f} s")
+    print(f"wrote {names} ({width}x{height}, seed {seed}{how}) in {took:.2f} s")
+
+
+def _how(model: Model, width: int, height: int, image_bytes: int = IMAGE_BYTES_PER_PIXEL) -> str:
+    """ ", in N exact tiles of WxH" where an image runs in exact tiles, else ""; a note on
+    stderr where it is over --max-memory and the model cannot be tiled exactly."""
+    layout = model.layout(width, height, image_bytes)
+    if layout is None:
+        whole = model.whole_bytes(width, height, image_bytes) + FIXED_BYTES
+        if model.tiler is None and whole > model.max_memory:
+            print(f"tn-run: note: {model.tiling_note}; tiled as before", file=sys.stderr)
+        return ""
+    count = layout.tiles_inside(height, width)
+    return f", in {count} exact tiles of {layout.tile_w}x{layout.tile_h}"
 
 
 def _stylize_targets(inputs: list[Path], output: Path) -> list[tuple[Path, Path]]:
@@ -205,11 +230,12 @@ def _stylize(model: Model, args: argparse.Namespace) -> None:
     refuse_overwriting_inputs([t for _, t in pairs], [args.model, *(s for s, _ in pairs)])
     check_outputs(t for _, t in pairs)
     start = time.perf_counter()
-    failed = 0
+    failed, how = 0, ""
     for source, target in tqdm(pairs, unit="image", disable=len(pairs) < 2, file=sys.stderr):
         try:
             # An image whose buffers alone would not fit is refused before it is decoded.
             image = load_image(source, per_pixel=IMAGE_BYTES_PER_PIXEL, use="to stylize")
+            how = _how(model, *image.size)
             with _tile_bar(leave=len(pairs) == 1) as progress:
                 styled = model.stylize(
                     image, progress, strength=args.strength, keep_colors=args.keep_colors
@@ -223,7 +249,9 @@ def _stylize(model: Model, args: argparse.Namespace) -> None:
     took = time.perf_counter() - start
     if failed:
         raise UserError(f"{failed} of {len(pairs)} images could not be stylized (listed above)")
-    where = pairs[0][1] if len(pairs) == 1 else f"{len(pairs)} images into {args.output}"
+    where = f"{pairs[0][1]}" + (f" ({how[2:]})" if how else "")
+    if len(pairs) > 1:
+        where = f"{len(pairs)} images into {args.output}"
     print(f"wrote {where} in {took:.2f} s")
 
 
@@ -267,7 +295,12 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     tile_pixels = getattr(args, "tile_pixels", DEFAULT_TILE_PIXELS)
     model = load(
-        args.model, providers=args.providers, threads=args.threads, tile_pixels=tile_pixels
+        args.model,
+        providers=args.providers,
+        threads=args.threads,
+        tile_pixels=tile_pixels,
+        max_memory=args.max_memory * 1e6,
     )
+
     {"synthesize": _synthesize, "stylize": _stylize, "video": _video}[args.command](model, args)
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import secrets
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -16,11 +17,13 @@ import onnxruntime as ort
 from PIL import Image
 
 from .. import budget
-from ..budget import MAX_PIXELS
-from ..contract import ModelContract
+from ..budget import MAX_PIXELS, MAX_TILED_SIDE
+from ..contract import PREFIX, ModelContract
 from ..errors import UserError
 from ..images import from_array, to_array, to_rgb, to_uint8
 from .controls import Controls
+from .exact import PART_SUFFIXES, SPLIT, Costs, ExactTiler, Plan, plan
+from .noise import gaussian
 from .session import check_graph, open_session
 from .tiling import (
     BAND_BYTES_PER_PIXEL,
@@ -34,6 +37,19 @@ from .tiling import (
 )
 
 MIN_SIDE = 16  # smaller outputs are padding more than picture
+DEFAULT_MAX_MEMORY = 256 * 10**6  # bytes: what a phone app can spend on one image
+# Measured peak RSS of onnxruntime runs over the model's per-pixel lower bound (budget.py): a
+# whole run keeps about 1.6x its four maps alive, with padding copies (1270 B per pixel for the
+# bundled models at 512x512). The fine part alone measures 1180 B per window pixel, but whole
+# tn-run processes in exact tiles (1024x1024 and 4096x4096 textures, 344x344 and 280x280
+# windows) peaked at 1890 B per fine window pixel beside the held block, images and sessions
+# (the arena's growth steps, the tile's output and its conversions): 2.4 covers that.
+RUN_FACTOR = 1.6
+FINE_FACTOR = 2.4
+# The three sessions and the load check (measured: 25 MB), and what tiled tn-run processes
+# peaked above the estimates of their runs (allocator slack: up to 51 MB at 4096x4096).
+FIXED_BYTES = 80 * 10**6
+TEXTURE_IMAGE_BYTES = 4  # per pixel beside a texture's run: the Pillow RGB output (4 bytes)
 
 
 class Model:
@@ -46,10 +62,23 @@ class Model:
         source: str,
         tile_pixels: int = DEFAULT_TILE_PIXELS,
         overlap: int = DEFAULT_OVERLAP,
+        *,
+        tiler: ExactTiler | None = None,
+        tiling_note: str = "",
+        max_memory: float = DEFAULT_MAX_MEMORY,
     ) -> None:
         self.session = session
         self.contract = contract
         self.source = source
+        self.tiler = tiler
+        self.tiling_note = tiling_note  # why large images are not tiled exactly, if they are not
+        if (
+            isinstance(max_memory, bool)
+            or not isinstance(max_memory, int | float)
+            or not (max_memory > 0)
+        ):
+            raise UserError(f"max_memory must be a positive number of bytes, not {max_memory!r}")
+        self.max_memory = max_memory
         m = contract.size_multiple
         if isinstance(tile_pixels, bool) or not isinstance(tile_pixels, int | np.integer):
             raise UserError(f"tile budget must be a whole number of pixels, not {tile_pixels!r}")
@@ -92,7 +121,9 @@ class Model:
                 f"(tn-run {command}, Model.{command}); only {mode} models {does[mode]}"
             )
 
-    def _check_size(self, width: int, height: int, what: str, max_side: int | None) -> None:
+    def _check_size(
+        self, width: int, height: int, what: str, max_side: int | None, pixels: int = MAX_PIXELS
+    ) -> None:
         for name, value in (("width", width), ("height", height)):
             if isinstance(value, bool) or not isinstance(value, int | np.integer):
                 raise UserError(f"{what} {name} must be a whole number of pixels, not {value!r}")
@@ -101,6 +132,11 @@ class Model:
                 f"{what} {width}x{height} is too small: width and height must be at least "
                 f"{MIN_SIDE} pixels"
             )
+        if max_side == MAX_TILED_SIDE and max(width, height) > max_side:
+            raise UserError(
+                f"{what} {width}x{height} is over the largest side exact tiles make, "
+                f"{MAX_TILED_SIDE} pixels; ask for at most {max_side}x{max_side}"
+            )
         if max_side is not None and max(width, height) > max_side:
             raise UserError(
                 f"{what} {width}x{height} is over this model's maximum of {max_side} pixels per "
@@ -108,10 +144,10 @@ class Model:
                 "it with a larger max_size",
                 "max_size",
             )
-        if width * height > MAX_PIXELS:
+        if width * height > pixels:
             raise UserError(
                 f"{what} {width}x{height} has {width * height} pixels, over the limit of "
-                f"{MAX_PIXELS}; ask for a smaller size"
+                f"{pixels}; ask for a smaller size"
             )
 
     def _check_memory(self, pixels: int, extra: int, what: str, fix: str, *params: str) -> None:
@@ -135,24 +171,90 @@ class Model:
     def textures(self, width: int, height: int, seed: int | None = None) -> Iterator[Image.Image]:
         """Endless textures of exactly width x height, made one at a time as they are taken.
 
-        Noise is drawn at the padded size the model runs (a multiple of its size multiple) and
-        the output cropped; the i-th texture of a seed is the same however many are taken.
+        The noise is a function of (seed, texture index, channel, position) (noise.py), drawn
+        at the padded size the model runs (a multiple of its size multiple), the output cropped.
+        A run whose memory would exceed `max_memory` runs in exact tiles (exact.py) where the
+        model has its tiling parts: the same texture, up to MAX_TILED_SIDE pixels a side.
         """
         self._check_mode("texture")
-        self._check_size(width, height, "texture size", self.contract.max_size)
+        side = MAX_TILED_SIDE if self.tiler else self.contract.max_size
+        self._check_size(width, height, "texture size", side, side * side)
         if seed is not None and (
             isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0
         ):
             raise UserError(f"seed must be a whole number >= 0, not {seed!r}")
-        padded = self.padded(width) * self.padded(height)
-        self._check_memory(padded, 0, f"at {width}x{height}", "ask for a smaller size")
-        return self._textures(width, height, np.random.default_rng(seed))
+        seed = secrets.randbits(32) if seed is None else int(seed)
+        layout = self.layout(width, height, TEXTURE_IMAGE_BYTES)
+        if layout is None:
+            padded = self.padded(width) * self.padded(height)
+            self._check_memory(padded, 0, f"at {width}x{height}", "ask for a smaller size")
+        return self._textures(width, height, seed, layout)
 
-    def _textures(self, width: int, height: int, rng: np.random.Generator) -> Iterator[Image.Image]:
-        shape = (1, self.contract.noise_depth, self.padded(height), self.padded(width))
-        while True:
-            noise = rng.standard_normal(shape, dtype=np.float32)
-            yield from_array(self.run(noise)[0, :, :height, :width])
+    def layout(
+        self, width: int, height: int, image_bytes: int = IMAGE_BYTES_PER_PIXEL
+    ) -> Plan | None:
+        """How a width x height image runs: None whole (it fits `max_memory`, or the model
+        has no tiling parts), else the exact tiles that fit. Refused where nothing fits.
+        `image_bytes` per pixel: the 8-bit images beside the run (stylize: photo and output)."""
+        hp, wp = self.padded(height), self.padded(width)
+        c = self.contract
+        images = image_bytes * width * height
+        whole = self.whole_bytes(width, height, image_bytes)
+        fits = whole + FIXED_BYTES <= self.max_memory and max(hp, wp) <= c.max_size
+        if self.tiler is None or fits:
+            return None
+        costs = self.costs()
+        room = self.max_memory - images - FIXED_BYTES
+        layout = plan(hp, wp, c.size_multiple, self.tiler.reaches, costs, room)
+        if layout is None:
+            least = FIXED_BYTES + images + costs.fine * (4 * c.size_multiple) ** 2
+            raise UserError(
+                f"{self.source} at {width}x{height} needs more than max_memory "
+                f"{budget.size_text(self.max_memory)}: its 8-bit images alone take "
+                f"{budget.size_text(images)}; raise max_memory to at least "
+                f"{budget.size_text(least)}",
+                "max_memory",
+            )
+        return layout
+
+    def whole_bytes(
+        self, width: int, height: int, image_bytes: int = IMAGE_BYTES_PER_PIXEL
+    ) -> float:
+        """The estimated memory of a whole run at width x height: the model's maps and input
+        at the padded size, and the 8-bit images."""
+        c, padded = self.contract, self.padded(height) * self.padded(width)
+        run = padded * (RUN_FACTOR * c.bytes_per_pixel + 4 * c.input_channels)
+        return run + image_bytes * width * height
+
+    def costs(self) -> Costs:
+        """The exact tiles' bytes per window pixel, from the contract (exact.Costs)."""
+        c = self.contract
+        scales = c.size_multiple.bit_length()
+        split = self.tiler.split if self.tiler else 1
+        features = (c.channels or budget.DEFAULT_CHANNELS) * (scales - split.bit_length() + 1)
+        held = 4 * c.input_channels + 4 * features / split**2
+        # The coarse part's largest maps are at ratio `split`: 1 / split**2 of a fine map.
+        coarse = RUN_FACTOR * c.bytes_per_pixel / split**2 + 4 * c.input_channels / split**2
+        fine = FINE_FACTOR * c.bytes_per_pixel + 4 * (c.input_channels + features / split**2)
+        return Costs(held, coarse, fine)
+
+    def _textures(
+        self, width: int, height: int, seed: int, layout: Plan | None
+    ) -> Iterator[Image.Image]:
+        depth, hp, wp = self.contract.noise_depth, self.padded(height), self.padded(width)
+        for index in itertools.count():
+            if layout is None:
+                noise = gaussian(seed, depth, np.arange(hp), np.arange(wp), index)
+                yield from_array(self.run(noise[None])[0, :, :height, :width])
+                continue
+            image = Image.new("RGB", (width, height))
+
+            def source(ys: np.ndarray, xs: np.ndarray, index: int = index) -> np.ndarray:
+                return gaussian(seed, depth, ys, xs, index)
+
+            for y, x, rgb in self.tiler.tiles(source, layout, height, width):
+                image.paste(from_array(rgb), (x, y))
+            yield image
 
     def stylize(
         self,
@@ -177,6 +279,9 @@ class Model:
         width, height = image.size
         self._check_size(width, height, "image size", None)
         rgb = to_rgb(image) if image.mode != "RGB" else image
+        layout = self.layout(width, height)
+        if layout is not None:
+            return self._stylize_exact(rgb, layout, controls, progress)
         padded = (self.padded(width), self.padded(height))
         tile_h, tile_w = tile_shape(self.contract, self.tile_pixels, padded[1], padded[0])
         m = self.contract.size_multiple
@@ -192,6 +297,30 @@ class Model:
             return self._stylize_padded(to_array(rgb.crop(box))[None], tile_h, tile_w, controls)[0]
 
         return tiles.assemble(tile, progress)
+
+    def _stylize_exact(
+        self, rgb: Image.Image, layout: Plan, controls: Controls, progress: Progress | None
+    ) -> Image.Image:
+        """`stylize` in exact tiles: the photo reflection-padded as the whole run pads it,
+        read window by window."""
+        width, height = rgb.size
+        rows = np.pad(np.arange(height), (0, layout.padded_h - height), mode="reflect")
+        cols = np.pad(np.arange(width), (0, layout.padded_w - width), mode="reflect")
+
+        def source(ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+            r, c = rows[ys], cols[xs]
+            top, left = int(r.min()), int(c.min())
+            crop = to_array(rgb.crop((left, top, int(c.max()) + 1, int(r.max()) + 1)))
+            return crop[:, r - top][:, :, c - left]
+
+        out = Image.new("RGB", (width, height))
+        for done, (y, x, styled) in enumerate(self.tiler.tiles(source, layout, height, width)):
+            h, w = styled.shape[1:]
+            photo = to_array(rgb.crop((x, y, x + w, y + h)))
+            out.paste(from_array(controls.apply(styled, photo)), (x, y))
+            if progress is not None:
+                progress(done + 1, layout.tiles_inside(height, width))
+        return out
 
     def stylize_frames(
         self, frames: np.ndarray, *, strength: float = 1.0, keep_colors: bool = False
@@ -242,12 +371,15 @@ def load(
     tile_pixels: int = DEFAULT_TILE_PIXELS,
     overlap: int = DEFAULT_OVERLAP,
     low_memory: bool = True,
+    max_memory: float = DEFAULT_MAX_MEMORY,
 ) -> Model:
     """Open an exported ONNX (or ORT-format) model and check it against its own metadata.
 
     `providers`: onnxruntime execution providers in order of preference (default: all local
     ones available); `threads`: intra-op threads (default: onnxruntime's choice); `tile_pixels`:
-    the largest tile `stylize` runs at once; `low_memory`: no memory patterns (same speed).
+    the largest tile `stylize` runs at once where a model cannot be tiled exactly; `low_memory`:
+    no memory patterns (same speed); `max_memory`: bytes a texture or photo may take, above which
+    it runs in exact tiles (exact.py) where the model has its tiling parts beside it.
     """
     path = Path(path)
     session = open_session(path, providers, threads, low_memory)
@@ -255,4 +387,53 @@ def load(
         session.get_modelmeta().custom_metadata_map, f"model {path}"
     )
     check_graph(session, contract, f"model {path}")
-    return Model(session, contract, str(path), tile_pixels=tile_pixels, overlap=overlap)
+    tiler, note = _open_parts(path, contract, providers, threads, low_memory)
+    return Model(
+        session,
+        contract,
+        str(path),
+        tile_pixels=tile_pixels,
+        overlap=overlap,
+        tiler=tiler,
+        tiling_note=note,
+        max_memory=max_memory,
+    )
+
+
+def _open_parts(
+    path: Path,
+    contract: ModelContract,
+    providers: Sequence[str] | None,
+    threads: int | None,
+    low_memory: bool,
+) -> tuple[ExactTiler | None, str]:
+    """The exact tiler of the model at `path` from the parts its contract names beside it, or
+    None and why large images run otherwise."""
+    tiling = contract.tiling
+    if "coarse" not in tiling or "fine" not in tiling:
+        reason = tiling.get("reason", "it was exported without tiling parts (before tn-export 0.2)")
+        return None, f"{path} is not tiled exactly: {reason}"
+    if (tiling["coarse"], tiling["fine"]) != PART_SUFFIXES or tiling.get("split") != SPLIT:
+        return None, f"{path} is not tiled exactly: its tiling metadata is not this runtime's"
+    sessions = []
+    for part in ("coarse", "fine"):
+        part_path = path.with_suffix(tiling[part])
+        if not part_path.is_file():
+            return None, (
+                f"{path} is not tiled exactly: its part {part_path.name} is missing (tn-export "
+                "--format onnx writes it beside the fp32 model)"
+            )
+        # The coarse part's arena would hold its block-sized peak through every fine run.
+        session = open_session(part_path, providers, threads, low_memory, arena=part == "fine")
+        meta = session.get_modelmeta().custom_metadata_map
+        stored = ModelContract.from_metadata(meta, f"model part {part_path}")
+        if stored != contract or meta.get(PREFIX + "part") != part:
+            raise UserError(
+                f"{part_path} is not the {part} part of {path} (its metadata differs); "
+                "export them again together with tn-export"
+            )
+        sessions.append(session)
+    scales = contract.size_multiple.bit_length()
+    wrap = contract.padding == "circular"
+    tiler = ExactTiler(*sessions, scales, contract.input_name, wrap)
+    return tiler, ""

@@ -58,9 +58,14 @@ def first_line(error: Exception) -> str:
 
 
 def open_session(
-    path: Path, providers: Sequence[str] | None, threads: int | None, low_memory: bool
+    path: Path,
+    providers: Sequence[str] | None,
+    threads: int | None,
+    low_memory: bool,
+    arena: bool = True,
 ) -> ort.InferenceSession:
-    """A session on the model file `path`; a file onnxruntime cannot load is one UserError."""
+    """A session on the model file `path`; a file onnxruntime cannot load is one UserError.
+    Without `arena` every run gives its memory back (slower: only for light parts)."""
     if not path.is_file():
         what = "is a folder" if path.is_dir() else "does not exist"
         raise UserError(f"model {path} {what}; pass an .onnx file exported by tn-export")
@@ -68,6 +73,7 @@ def open_session(
         raise UserError(f"model {path} is empty (0 bytes); export it again with tn-export")
     budget.check_memory(path.stat().st_size, f"model {path}", "pass a model exported by tn-export")
     options = session_options(threads, low_memory)
+    options.enable_cpu_mem_arena = arena
     chosen = choose_providers(providers)
     try:
         return ort.InferenceSession(os.fspath(path), options, providers=chosen)
