@@ -6,14 +6,38 @@ import os
 
 import onnx
 import torch
+from torch import nn
+from torch.nn import functional as F
 
 from ..contract import ModelContract
+from ..generator import CircularPad
 from ..sizes import default_size
+from .fold import fold_batch_norms
 from .formats import Job
 from .graph import dynamic_shapes, example_input
 from .precision import to_fp16, to_int8
 
 OPSET = 20
+
+
+class WrapPad(nn.Module):
+    """CircularPad as ONNX's own Pad(mode="wrap") (opset 19): one node and one tensor where the
+    slices and concatenations make six nodes and an extra full-size tensor."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pad(x, (1, 1, 1, 1), mode="circular")
+
+
+def lean(deployable: nn.Module, wrap: bool = True) -> nn.Module:
+    """What the ONNX file holds: `deployable` with its batch norms folded and, with `wrap`, its
+    circular padding as Pad(wrap); the same numbers within float32 rounding (tests/test_fold.py).
+    `deployable` itself is untouched: validation runs it."""
+    folded = fold_batch_norms(deployable)
+    for module in list(folded.modules()) if wrap else ():
+        for name, child in module.named_children():
+            if isinstance(child, CircularPad):
+                setattr(module, name, WrapPad())
+    return folded
 
 
 def export_onnx(
@@ -23,11 +47,15 @@ def export_onnx(
     dynamic_batch: bool = True,
 ) -> None:
     """Write `path` (fp32) with the contract in `metadata_props`; checker-validated.
-    `deployable`: what runs, output clamped (Reference.deployable), taking and giving NCHW."""
+    `deployable`: what runs, output clamped (Reference.deployable), taking and giving NCHW; the
+    file holds it `lean`: batch norms folded, circular padding as Pad(wrap)."""
     side = default_size(contract)  # any size inside the bounds traces the same graph
+    example = example_input(contract, side, side)
+    if dynamic_batch:  # a batch of 1 would be traced as a constant by the wrap padding
+        example = example.repeat(2, 1, 1, 1)
     program = torch.onnx.export(
-        deployable,
-        (example_input(contract, side, side),),
+        lean(deployable),
+        (example,),
         dynamo=True,
         external_data=False,
         opset_version=OPSET,
