@@ -38,7 +38,7 @@ def onnx_copier(source: Path):
     with the contract the run asks for, so everything after it runs for real."""
     import onnx
 
-    def export_onnx(generator, path, contract, dynamic_batch=True) -> None:
+    def export_onnx(generator, path, contract, dynamic_batch=True, fold_joins=True) -> None:
         model = onnx.load(source)
         del model.metadata_props[:]
         for key, value in contract.to_metadata().items():

@@ -18,13 +18,15 @@ from torch import nn
 from ..generator import CircularPad, Join
 
 
-def fold_batch_norms(module: nn.Module) -> nn.Module:
+def fold_batch_norms(module: nn.Module, joins: bool = True) -> nn.Module:
     """A copy of `module` in eval mode with every batch norm folded where that is exact; the
-    original is untouched (validation runs it)."""
+    original is untouched (validation runs it). `joins=False` keeps the Join's norms: int8
+    quantizes each conv's input with one scale, which the norm before it makes fit all channels
+    (the bundled red_peppers: 19.3 dB against fp32 with them, 13.3 dB folded)."""
     folded = copy.deepcopy(module).eval()
     with torch.no_grad():
         for sub in list(folded.modules()):
-            if isinstance(sub, Join):
+            if isinstance(sub, Join) and joins:
                 _fold_join(sub)
             if isinstance(sub, nn.Sequential):
                 _fold_sequential(sub)

@@ -28,11 +28,11 @@ class WrapPad(nn.Module):
         return F.pad(x, (1, 1, 1, 1), mode="circular")
 
 
-def lean(deployable: nn.Module, wrap: bool = True) -> nn.Module:
-    """What the ONNX file holds: `deployable` with its batch norms folded and, with `wrap`, its
-    circular padding as Pad(wrap); the same numbers within float32 rounding (tests/test_fold.py).
-    `deployable` itself is untouched: validation runs it."""
-    folded = fold_batch_norms(deployable)
+def lean(deployable: nn.Module, wrap: bool = True, joins: bool = True) -> nn.Module:
+    """What the ONNX file holds: `deployable` with its batch norms folded (the Join's with
+    `joins`) and, with `wrap`, its circular padding as Pad(wrap); the same numbers within float32
+    rounding (tests/test_fold.py). `deployable` itself is untouched: validation runs it."""
+    folded = fold_batch_norms(deployable, joins)
     for module in list(folded.modules()) if wrap else ():
         for name, child in module.named_children():
             if isinstance(child, CircularPad):
@@ -45,16 +45,18 @@ def export_onnx(
     path: str | os.PathLike,
     contract: ModelContract,
     dynamic_batch: bool = True,
+    fold_joins: bool = True,
 ) -> None:
     """Write `path` (fp32) with the contract in `metadata_props`; checker-validated.
     `deployable`: what runs, output clamped (Reference.deployable), taking and giving NCHW; the
-    file holds it `lean`: batch norms folded, circular padding as Pad(wrap)."""
+    file holds it `lean`: batch norms folded (the Join's with `fold_joins`), circular padding as
+    Pad(wrap)."""
     side = default_size(contract)  # any size inside the bounds traces the same graph
     example = example_input(contract, side, side)
     if dynamic_batch:  # a batch of 1 would be traced as a constant by the wrap padding
         example = example.repeat(2, 1, 1, 1)
     program = torch.onnx.export(
-        lean(deployable),
+        lean(deployable, joins=fold_joins),
         (example,),
         dynamo=True,
         external_data=False,
@@ -74,13 +76,16 @@ def export_onnx(
 
 
 def build(job: Job) -> dict:
-    """The ONNX model of the job's precision: fp32 from torch.export, fp16 and int8 converted
-    from the fp32 one."""
+    """The ONNX model of the job's precision: fp32 from torch.export, fp16 converted from the
+    fp32 one, int8 from an fp32 export that keeps the Join's norms (fold_batch_norms says why)."""
     contract = job.reference.contract
+    deployable, batch = job.reference.deployable, job.options.dynamic_batch
     if job.precision == "fp32":
-        export_onnx(job.reference.deployable, job.path, contract, job.options.dynamic_batch)
+        export_onnx(deployable, job.path, contract, batch)
     elif job.precision == "fp16":
         to_fp16(job.artifact("onnx", "fp32"), job.path)
     else:
-        to_int8(job.artifact("onnx", "fp32"), job.path, contract)
+        source = job.path.with_suffix(".joins.onnx")  # in the scratch folder, never installed
+        export_onnx(deployable, source, contract, batch, fold_joins=False)
+        to_int8(source, job.path, contract)
     return {}
