@@ -107,3 +107,25 @@ def test_a_dropped_activation_is_caught_and_nothing_is_written(
     captured = capsys.readouterr()
     assert "FAILED: max |err|" in captured.out and "failed: OpenVINO" in captured.err
     assert not folder.exists() or os.listdir(folder) == []  # no scratch folder either
+
+
+def test_slice_padding_rewrites_every_wrap_with_the_same_numbers(exported):
+    """OpenVINO reads no Pad(wrap): its source has slices instead, computing the same in
+    onnxruntime as the ONNX file with wrap padding."""
+    import onnx
+    import onnxruntime as ort
+
+    out, _ = exported
+    wrapped = onnx.load(out / "red_peppers.onnx")
+    pads = sum(n.op_type == "Pad" for n in wrapped.graph.node)
+    sliced = openvino_format.slice_padding(onnx.load(out / "red_peppers.onnx"))
+    onnx.checker.check_model(sliced, full_check=True)
+    ops = [n.op_type for n in sliced.graph.node]
+    assert pads > 0 and "Pad" not in ops and ops.count("Slice") == 4 * pads
+    noise = np.random.default_rng(3).standard_normal((2, 3, 64, 96), dtype=np.float32)
+    run = [
+        ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        for m in (wrapped, sliced)
+    ]
+    a, b = (s.run(None, {"noise": noise})[0] for s in run)
+    assert float(np.abs(a - b).max()) <= 1e-6

@@ -46,19 +46,20 @@ def slice_padding(model: onnx.ModelProto) -> onnx.ModelProto:
     """`model` with every one-pixel Pad(mode="wrap") of H and W as the slices and concatenations
     CircularPad is made of; a wrap of other widths is refused (ValueError)."""
     graph = model.graph
-    pads = {i.name: numpy_helper.to_array(i).tolist() for i in graph.initializer}
+    initializers = {i.name: i for i in graph.initializer}
     ends = {f"tn_slice_{k}": v for k, v in {"first": 0, "one": 1, "last": -1, "end": 2**62}.items()}
     nodes = []
     for node in graph.node:
         if node.op_type != "Pad" or helper.get_node_attr_value(node, "mode") != b"wrap":
             nodes.append(node)
             continue
-        if pads.get(node.input[1]) != [0, 0, 1, 1, 0, 0, 1, 1]:
+        pads = initializers.get(node.input[1])
+        if pads is None or numpy_helper.to_array(pads).tolist() != [0, 0, 1, 1, 0, 0, 1, 1]:
             raise ValueError(f"{node.name}: only a one-pixel wrap of H and W is rewritten")
-        x = node.input[0]
+        x, y = node.input[0], node.output[0]
         for axis in (2, 3):
-            out = node.output[0] if axis == 3 else f"{x}_rows"
-            head, tail = f"{x}_head{axis}", f"{x}_tail{axis}"
+            out = y if axis == 3 else f"{y}_rows"
+            head, tail = f"{y}_head{axis}", f"{y}_tail{axis}"
             a = f"tn_slice_axis{axis}"
             nodes += [
                 helper.make_node("Slice", [x, "tn_slice_last", "tn_slice_end", a], [tail]),
