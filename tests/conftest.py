@@ -40,7 +40,7 @@ def onnx_copier(source: Path):
     else get its graph: only their names matter then.)"""
     import onnx
 
-    def export_onnx(generator, path, contract, dynamic_batch=True, *, metadata=None, **_) -> None:
+    def export_onnx(generator, path, contract, dynamic_batch=True, *_, metadata=None, **__):
         part = (metadata or {}).get("tn_export.part")
         beside = source.with_suffix(f".{part}.onnx") if part else source
         model = onnx.load(beside if beside.is_file() else source)

@@ -16,7 +16,7 @@ from tn_export.export.ort import to_ort, usability_report
 from tn_export.export.precision import to_fp16, to_int8
 from tn_export.export.reference import Reference, psnr
 from tn_export.export.validate import session, validate_onnx
-from tn_export.generator import PyramidGenerator
+from tn_export.generator import CircularPad, PyramidGenerator
 from tn_export.sizes import MAX_VALIDATED_PIXELS as MAX_PIXELS
 from tn_export.sizes import validation_sizes
 
@@ -53,7 +53,9 @@ def exported(tmp_path_factory):
         reference = Reference(generator, contract)
         export_onnx(reference.deployable, paths["fp32"], contract)
         to_fp16(paths["fp32"], paths["fp16"])
-        to_int8(paths["fp32"], paths["int8"], contract)
+        joins = folder / "small-joins.onnx"  # int8's source, as onnx.build makes it
+        export_onnx(reference.deployable, joins, contract, fold_joins=False)
+        to_int8(joins, paths["int8"], contract)
         yield generator, contract, paths, reference
 
 
@@ -72,6 +74,18 @@ def test_fp32_matches_pytorch_at_both_bounds_non_square_and_batch_two(exported):
         assert got.shape == expected.shape == (2, 3, h, w)
         assert np.abs(got - expected).max() <= 1e-4, (h, w)
     assert expected.std() > 0.01  # a varying image, not a flat one the check would pass anyway
+
+
+def test_fp32_graph_is_lean_batch_norms_folded_and_padding_wrapped(exported):
+    """A circular generator's graph: no batch norm left (conv ones and the joins'), every
+    CircularPad one Pad(wrap), and no slices."""
+    generator, _, paths, _ = exported
+    nodes = onnx.load(paths["fp32"]).graph.node
+    ops = [n.op_type for n in nodes]
+    pads = [n for n in nodes if n.op_type == "Pad"]
+    assert "BatchNormalization" not in ops and "Slice" not in ops
+    assert len(pads) == sum(isinstance(m, CircularPad) for m in generator.modules()) > 0
+    assert all(onnx.helper.get_node_attr_value(n, "mode") == b"wrap" for n in pads)
 
 
 def test_metadata_and_symbolic_dims_read_back(exported):

@@ -4,7 +4,6 @@ validated at, and a broken conversion caught before anything is written."""
 from __future__ import annotations
 
 import json
-import math
 import os
 
 import numpy as np
@@ -85,28 +84,48 @@ def test_the_contract_is_read_back_from_the_ir(exported):
     assert (contract.name, contract.min_size, contract.max_size) == ("red_peppers", 64, 256)
 
 
-def _drop_a_norm(model):
-    """Bypass the first per-channel Multiply (a join batch norm's scale, folded by the ONNX
-    exporter): the graph still runs, its numbers are wrong."""
+def _drop_an_activation(model):
+    """Bypass the first LeakyReLU (OpenVINO's PRelu; the batch norms are folded into the convs):
+    the graph still runs, its numbers are wrong."""
     for node in model.get_ordered_ops():
-        if node.get_type_name() != "Multiply":
-            continue
-        for i in (0, 1):
-            scale = node.input_value(i).get_node()
-            if scale.get_type_name() == "Constant" and math.prod(scale.get_output_shape(0)) > 1:
-                node.output(0).replace(node.input_value(1 - i))
-                return model
-    raise AssertionError("no per-channel Multiply in the graph")
+        if node.get_type_name() == "PRelu":
+            node.output(0).replace(node.input_value(0))
+            return model
+    raise AssertionError("no PRelu in the graph")
 
 
-def test_a_dropped_norm_is_caught_and_nothing_is_written(exported, tmp_path, monkeypatch, capsys):
+def test_a_dropped_activation_is_caught_and_nothing_is_written(
+    exported, tmp_path, monkeypatch, capsys
+):
     out, _ = exported
     monkeypatch.setattr(onnx_format, "export_onnx", onnx_copier(out / "red_peppers.onnx"))
     convert = ov.convert_model
-    monkeypatch.setattr(ov, "convert_model", lambda *a, **k: _drop_a_norm(convert(*a, **k)))
+    monkeypatch.setattr(ov, "convert_model", lambda *a, **k: _drop_an_activation(convert(*a, **k)))
     folder = tmp_path / "out"
     argv = ["--format", "openvino", "--precision", "fp32", "-o", str(folder)]
     assert cli.main([*argv, "--min-size", "64", "--max-size", "128"]) == 1
     captured = capsys.readouterr()
     assert "FAILED: max |err|" in captured.out and "failed: OpenVINO" in captured.err
     assert not folder.exists() or os.listdir(folder) == []  # no scratch folder either
+
+
+def test_slice_padding_rewrites_every_wrap_with_the_same_numbers(exported):
+    """OpenVINO reads no Pad(wrap): its source has slices instead, computing the same in
+    onnxruntime as the ONNX file with wrap padding."""
+    import onnx
+    import onnxruntime as ort
+
+    out, _ = exported
+    wrapped = onnx.load(out / "red_peppers.onnx")
+    pads = sum(n.op_type == "Pad" for n in wrapped.graph.node)
+    sliced = openvino_format.slice_padding(onnx.load(out / "red_peppers.onnx"))
+    onnx.checker.check_model(sliced, full_check=True)
+    ops = [n.op_type for n in sliced.graph.node]
+    assert pads > 0 and "Pad" not in ops and ops.count("Slice") == 4 * pads
+    noise = np.random.default_rng(3).standard_normal((2, 3, 64, 96), dtype=np.float32)
+    run = [
+        ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        for m in (wrapped, sliced)
+    ]
+    a, b = (s.run(None, {"noise": noise})[0] for s in run)
+    assert float(np.abs(a - b).max()) <= 1e-6

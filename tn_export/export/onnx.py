@@ -6,9 +6,13 @@ import os
 
 import onnx
 import torch
+from torch import nn
+from torch.nn import functional as F
 
 from ..contract import ModelContract
+from ..generator import CircularPad
 from ..sizes import default_size
+from .fold import fold_batch_norms
 from .formats import Job
 from .graph import dynamic_shapes, example_input
 from .parts import export_parts
@@ -17,11 +21,32 @@ from .precision import to_fp16, to_int8
 OPSET = 20
 
 
+class WrapPad(nn.Module):
+    """CircularPad as ONNX's own Pad(mode="wrap") (opset 19): one node and one tensor where the
+    slices and concatenations make six nodes and an extra full-size tensor."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pad(x, (1, 1, 1, 1), mode="circular")
+
+
+def lean(deployable: nn.Module, wrap: bool = True, joins: bool = True) -> nn.Module:
+    """What the ONNX file holds: `deployable` with its batch norms folded (the Join's with
+    `joins`) and, with `wrap`, its circular padding as Pad(wrap); the same numbers within float32
+    rounding (tests/test_fold.py). `deployable` itself is untouched: validation runs it."""
+    folded = fold_batch_norms(deployable, joins)
+    for module in list(folded.modules()) if wrap else ():
+        for name, child in module.named_children():
+            if isinstance(child, CircularPad):
+                setattr(module, name, WrapPad())
+    return folded
+
+
 def export_onnx(
     deployable: torch.nn.Module,
     path: str | os.PathLike,
     contract: ModelContract,
     dynamic_batch: bool = True,
+    fold_joins: bool = True,
     *,
     inputs: dict[str, torch.Tensor] | None = None,
     shapes: dict | None = None,
@@ -30,15 +55,18 @@ def export_onnx(
 ) -> None:
     """Write `path` (fp32) with the contract (and `metadata`) in `metadata_props`;
     checker-validated. `deployable`: what runs, output clamped (Reference.deployable), taking
-    and giving NCHW. `inputs` (name: example), `shapes` and `outputs` give another signature than
-    the contract's one input and output (the exact-tiling parts, parts.py)."""
+    and giving NCHW; the file holds it `lean`: batch norms folded (the Join's with `fold_joins`),
+    circular padding as Pad(wrap). `inputs` (name: example), `shapes` and `outputs` give another
+    signature than the contract's one input and output (the exact-tiling parts, parts.py)."""
     if inputs is None:
         side = default_size(contract)  # any size inside the bounds traces the same graph
         inputs = {contract.input_name: example_input(contract, side, side)}
         shapes = dynamic_shapes(contract, dynamic_batch)
         outputs = [contract.output_name]
+    if dynamic_batch:  # a batch of 1 would be traced as a constant by the wrap padding
+        inputs = {name: x.repeat(2, 1, 1, 1) for name, x in inputs.items()}
     program = torch.onnx.export(
-        deployable,
+        lean(deployable, joins=fold_joins),
         tuple(inputs.values()),
         dynamo=True,
         external_data=False,
@@ -58,15 +86,18 @@ def export_onnx(
 
 
 def build(job: Job) -> dict:
-    """The ONNX model of the job's precision: fp32 from torch.export, fp16 and int8 converted
-    from the fp32 one."""
+    """The ONNX model of the job's precision: fp32 from torch.export, fp16 converted from the
+    fp32 one, int8 from an fp32 export that keeps the Join's norms (fold_batch_norms says why)."""
     contract = job.reference.contract
+    deployable, batch = job.reference.deployable, job.options.dynamic_batch
     if job.precision == "fp32":
-        export_onnx(job.reference.deployable, job.path, contract, job.options.dynamic_batch)
+        export_onnx(deployable, job.path, contract, batch)
         if "coarse" in contract.tiling:
-            export_parts(job.reference.deployable.generator, job.path, contract)
+            export_parts(deployable.generator, job.path, contract)
     elif job.precision == "fp16":
         to_fp16(job.artifact("onnx", "fp32"), job.path)
     else:
-        to_int8(job.artifact("onnx", "fp32"), job.path, contract)
+        source = job.path.with_suffix(".joins.onnx")  # in the scratch folder, never installed
+        export_onnx(deployable, source, contract, batch, fold_joins=False)
+        to_int8(source, job.path, contract)
     return {}
