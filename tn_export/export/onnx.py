@@ -49,10 +49,10 @@ def build(job: Job) -> dict:
     """The ONNX model of the job's precision: fp32 from torch.export, fp16 and int8 converted
     from the fp32 one."""
     contract = job.reference.contract
+    if job.precision == "int8":
+        return to_int8(job.artifact("onnx", "fp32"), job.path, contract)
     if job.precision == "fp32":
         export_onnx(job.reference.deployable, job.path, contract, job.options.dynamic_batch)
-    elif job.precision == "fp16":
-        to_fp16(job.artifact("onnx", "fp32"), job.path)
     else:
-        to_int8(job.artifact("onnx", "fp32"), job.path, contract)
+        to_fp16(job.artifact("onnx", "fp32"), job.path)
     return {}
