@@ -73,9 +73,17 @@ def test_a_broken_int8_is_refused_and_nothing_is_written(trained, tmp_path, monk
     def wrong_scale(src, dst, contract, **kwargs):
         details = quantize(src, dst, contract, **kwargs)
         model = onnx.load(dst)
-        scales = [t for t in model.graph.initializer if t.name.endswith("_scale")]
-        for t in scales[:1]:
-            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t) * 4, t.name))
+        weights = {t.name: t for t in model.graph.initializer}
+        # The first quantized weight read back 4x too large: the scale a wrong axis would give.
+        node = next(
+            n
+            for n in model.graph.node
+            if n.op_type == "DequantizeLinear"
+            and n.input[0] in weights
+            and weights[n.input[0]].data_type == onnx.TensorProto.INT8
+        )
+        scale = weights[node.input[1]]
+        scale.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(scale) * 4, scale.name))
         onnx.save(model, dst)
         return details
 
