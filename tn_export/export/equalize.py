@@ -34,6 +34,7 @@ def equalize(
     puts the whole spread into the readers' weights)."""
     model = onnx.ModelProto.FromString(model.SerializeToString())
     graph = model.graph
+    _unshare(graph)
     weights = {t.name: t for t in graph.initializer}
     consumers = defaultdict(list)
     for node in graph.node:
@@ -56,6 +57,24 @@ def equalize(
         for reader, offset in readers:
             _scale_input(reader, offset, scale, weights)
     return model, len(plans)
+
+
+def _unshare(graph: onnx.GraphProto) -> None:
+    """Give every use of an initializer its own copy: exporters merge equal constants (the
+    norms of an untrained generator share their weights), and each use is rescaled alone."""
+    weights = {t.name: t for t in graph.initializer}
+    used: set[str] = set()
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name not in weights:
+                continue
+            if name in used:
+                copy = onnx.TensorProto()
+                copy.CopyFrom(weights[name])
+                copy.name = f"{name}__{node.name}_{i}"
+                graph.initializer.append(copy)
+                node.input[i] = copy.name
+            used.add(name)
 
 
 def _readers(

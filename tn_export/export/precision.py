@@ -114,6 +114,7 @@ def to_int8(
         prepared = Path(tmp) / "prepared.onnx"
         # auto_merge: without it symbolic shape inference stops at the dynamic H/W dims.
         quant_pre_process(str(src), str(prepared), auto_merge=True)
+        expected = _run(src, held_out)  # the fp32 model itself, not its equalized copy
         model = onnx.load_model(str(prepared))
         rescaled = 0
         if equalize_alpha > 0:
@@ -125,7 +126,6 @@ def to_int8(
             dict.fromkeys(t for n in convs if n.name in chosen for t in (n.input[0], n.output[0]))
         )
         ranges = _ranges(prepared, activations, feeds)
-        expected = _run(prepared, held_out)
         shrinks = dict.fromkeys(activations, 1.0)
 
         def closeness(trial: dict[str, float]) -> float:
