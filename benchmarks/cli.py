@@ -266,9 +266,9 @@ def _curve_options(p: argparse.ArgumentParser) -> None:
 
 def _int8_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", nargs="?", help="checkpoint or bundled model (default: red_peppers)")
-    p.add_argument("--size", type=number(int), default=256, help="side PSNR is measured at")
-    p.add_argument("--speed-size", type=number(int), default=512, help="side latency is timed at")
-    p.add_argument("--repeats", type=number(int), default=5, help="timed runs per setting")
+    p.add_argument("--size", type=SIDE, default=256, help="side PSNR is measured at")
+    p.add_argument("--speed-size", type=SIDE, default=512, help="side latency is timed at")
+    p.add_argument("--repeats", type=number(int, 1), default=5, help="timed runs per setting")
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
