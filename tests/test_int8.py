@@ -57,9 +57,11 @@ def test_equalization_keeps_the_function_and_narrows_the_spread(trained):
     after_path = out / "equalized.onnx"
     onnx.save(equalized, after_path)
     assert np.abs(session(after_path).run(None, {name: x})[0] - before).max() < 1e-4
+    before_weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     changed = sum(
-        not np.array_equal(numpy_helper.to_array(a), numpy_helper.to_array(b))
-        for a, b in zip(model.graph.initializer, equalized.graph.initializer, strict=True)
+        not np.array_equal(numpy_helper.to_array(t), before_weights[t.name])
+        for t in equalized.graph.initializer
+        if t.name in before_weights
     )
     assert changed > 30  # weights really moved, yet the output did not
     after_path.unlink()

@@ -60,11 +60,12 @@ def equalize(
 
 
 def _unshare(graph: onnx.GraphProto) -> None:
-    """Give every use of an initializer its own copy: exporters merge equal constants (the
-    norms of an untrained generator share their weights), and each use is rescaled alone."""
+    """Give every Conv's and norm's use of an initializer its own copy: exporters merge equal
+    constants (the norms of an untrained generator share their weights), and each is rescaled
+    alone."""
     weights = {t.name: t for t in graph.initializer}
     used: set[str] = set()
-    for node in graph.node:
+    for node in (n for n in graph.node if n.op_type in _READERS):
         for i, name in enumerate(node.input):
             if name not in weights:
                 continue
