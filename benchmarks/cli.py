@@ -264,6 +264,15 @@ def _curve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
+def _int8_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", nargs="?", help="checkpoint or bundled model (default: red_peppers)")
+    p.add_argument("--size", type=SIDE, default=256, help="side PSNR is measured at")
+    p.add_argument("--speed-size", type=SIDE, default=512, help="side latency is timed at")
+    p.add_argument("--repeats", type=number(int, 1), default=5, help="timed runs per setting")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
 def parser() -> argparse.ArgumentParser:
     """tn-bench and its subcommands (`main` takes `run` where the command line starts with an
     option)."""
@@ -307,6 +316,13 @@ def parser() -> argparse.ArgumentParser:
             "plot tn-train's eval_distance against time",
             "Plot the Gram distance that tn-train logs (eval_distance) against training time "
             "for one or more runs.",
+        ),
+        (
+            "int8",
+            _int8_options,
+            "int8's accuracy/speed curve, one row per quantization setting",
+            "PSNR against fp32 (clamped, 8-bit outputs) and onnxruntime latency against fp32 "
+            "of every int8 quantization setting; writes DIR/int8.json, DIR/int8.md, DIR/int8.png.",
         ),
     ):
         extra = {"argument_default": argparse.SUPPRESS} if name == "run" else {}
@@ -529,10 +545,22 @@ def curve_main(args: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
+def int8_main(args: argparse.Namespace, argv: list[str]) -> int:
+    from .int8_curve import int8_curve, table, write
+
+    out = args.out
+    check_outputs([out / "int8.json", out / "int8.md", out / "int8.png"])
+    curve = int8_curve(args.model, args.size, args.speed_size, args.repeats)
+    write(curve, out)
+    print(table(curve), end="")
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, list[str]], int]] = {
     "run": run_main,
     "report": report_main,
     "quality": quality_main,
     "train-speed": train_speed_main,
     "training-curve": curve_main,
+    "int8": int8_main,
 }

@@ -239,7 +239,7 @@ def test_int8_ort_export_passes_on_psnr_and_is_recorded(copied_onnx, small_check
     assert _files(out) == ["tiny.export.json", "tiny.ort", "tiny.usability.txt"]
     (art,) = json.loads((out / "tiny.export.json").read_text())["artifacts"]
     assert art["precision"] == "int8"
-    assert min(art["validation"]["details"]["psnr_db"].values()) >= 30
+    assert min(art["validation"]["details"]["psnr_db"].values()) >= reference.MIN_PSNR_DB["int8"]
 
 
 def test_a_validation_failure_exits_1_and_leaves_nothing_behind(

@@ -90,14 +90,14 @@ def build(job: Job) -> dict:
     fp32 one, int8 from an fp32 export that keeps the Join's norms (fold_batch_norms says why)."""
     contract = job.reference.contract
     deployable, batch = job.reference.deployable, job.options.dynamic_batch
+    if job.precision == "int8":
+        source = job.path.with_suffix(".joins.onnx")  # in the scratch folder, never installed
+        export_onnx(deployable, source, contract, batch, fold_joins=False)
+        return to_int8(source, job.path, contract)
     if job.precision == "fp32":
         export_onnx(deployable, job.path, contract, batch)
         if "coarse" in contract.tiling:
             export_parts(deployable.generator, job.path, contract)
-    elif job.precision == "fp16":
-        to_fp16(job.artifact("onnx", "fp32"), job.path)
     else:
-        source = job.path.with_suffix(".joins.onnx")  # in the scratch folder, never installed
-        export_onnx(deployable, source, contract, batch, fold_joins=False)
-        to_int8(source, job.path, contract)
+        to_fp16(job.artifact("onnx", "fp32"), job.path)
     return {}

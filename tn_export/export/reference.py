@@ -23,8 +23,10 @@ from .graph import Deployable, delivered, example_input
 # is out of reach for this architecture, whose six chained scales amplify fp16 rounding: the
 # paper's own red-peppers generator, run by PyTorch in float16, is off by 0.07 on its worst pixel
 # but by 59 dB overall; a faulty conversion (wrong padding, a dropped norm) falls below 30 dB.
+# int8's 35 dB (an RMS error of 0.018) is what the trained bundled models reach with their
+# heaviest convolutions in int8 (precision.to_int8); every one in int8 gives about 20 dB.
 MAX_ABS_ERROR = {"fp32": 1e-4}
-MIN_PSNR_DB = {"fp16": 40.0, "int8": 30.0}
+MIN_PSNR_DB = {"fp16": 40.0, "int8": 35.0}
 
 
 @dataclass
