@@ -109,6 +109,16 @@ FORMATS = {
             describe=_lazy("openvino:signature"),
             side_files=(".bin",),
         ),
+        Format(
+            "executorch",
+            "ExecuTorch",
+            ".pte",
+            ("fp32",),
+            ("executorch",),
+            build=_lazy("executorch:build"),
+            validate=_lazy("executorch:validate"),
+            describe=_lazy("executorch:signature"),
+        ),
     )
 }
 
