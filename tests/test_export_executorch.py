@@ -38,8 +38,8 @@ def _generator(seed: int = 0, **config) -> PyramidGenerator:
 @pytest.mark.parametrize(
     ("config", "longest", "shapes"),
     [
-        ({}, 512, [(64, 64), (96, 160), (512, 32), (32, 512)]),
-        ({"scales": 3, "channels": 2, "norm": "instance"}, 64, [(4, 4), (12, 64), (64, 8)]),
+        ({}, 256, [(64, 64), (96, 160), (256, 32), (32, 256)]),
+        ({"scales": 3, "channels": 2, "norm": "instance"}, 64, [(8, 8), (12, 64), (64, 8)]),
     ],
 )
 def test_the_xnnpack_form_equals_the_generator_bit_for_bit(config, longest, shapes):
@@ -125,3 +125,19 @@ def _loader(generator):
         metadata: dict
 
     return lambda model: (Loaded(generator, {}), None)
+
+
+def test_tn_bench_runs_the_pte_as_its_executorch_backend(exported, tmp_path):
+    """The child function tn-bench runs in its own process, called here in this one."""
+    import numpy as np
+
+    from benchmarks.backends import BACKENDS, Cell, model_input
+
+    out, _, _ = exported
+    cell = Cell(str(out / "tiny.pte"), "texture", 3, 20, 28, 2, 1, 1, str(tmp_path / "out.npy"))
+    module, function = BACKENDS["executorch"].function.split(":")
+    measured = getattr(__import__(module, fromlist=[function]), function)(dataclasses.asdict(cell))
+    assert len(measured["times_s"]) == 2 and measured["settings"]["delegate"] == "XNNPACK"
+    with torch.no_grad():
+        expected = Deployable(_generator(scales=3, channels=2))(torch.from_numpy(model_input(cell)))
+    assert float(np.abs(np.load(tmp_path / "out.npy") - expected.numpy()).max()) <= 1e-4

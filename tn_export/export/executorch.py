@@ -59,7 +59,7 @@ class Wrap(nn.Module):
     """One axis of CircularPad for XNNPACK, which with dynamic H/W takes no slice: the first and
     the last line along `dim` are picked by one-hot masks (made from the input's shape by
     convolutions) and summed out by strided convolutions of ones, then concatenated around the
-    input as CircularPad does. Each sum has one nonzero term, so the result is exact.
+    input as CircularPad does. Each sum has one nonzero term, so the result is exact. Batch 1.
 
     `multiple` divides every length this axis has and `longest` bounds them: the first sum tiles
     a line by `multiple`, the second covers the at most longest / multiple tiles left in one window.
@@ -83,9 +83,19 @@ class Wrap(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ones = self.ones(x)
-        first = self.gather(self.tile(x * (ones - self.previous(ones))))
-        last = self.gather(self.tile(x * (ones - self.next(ones))))
+        first = self._line(x * (ones - self.previous(ones)))
+        last = self._line(x * (ones - self.next(ones)))
         return torch.cat([last, x, first], dim=self.dim)
+
+    def _line(self, masked: torch.Tensor) -> torch.Tensor:
+        """The sum along `dim` of `masked` (batch 1). The gather's length is 1 at every size, but
+        to torch.export a floor division, which would spread through every later shape; the mean
+        over it and the batch's 1 (divided by 1: exact) gives a static 1 instead."""
+        line = self.gather(self.tile(masked))
+        aside, back = (
+            ((1, 3, 2, 0), (3, 0, 2, 1)) if self.dim == 2 else ((1, 2, 3, 0), (3, 0, 1, 2))
+        )
+        return line.permute(aside).mean((2, 3), keepdim=True).permute(back)
 
 
 def _sum(channels: int, window: tuple[int, int], padding: tuple[int, int] = (0, 0)) -> nn.Module:

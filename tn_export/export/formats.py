@@ -127,5 +127,5 @@ FORMATS = {
 REFUSED = {
     "tflite": "format tflite is refused: LiteRT's converter freezes nearest upsampling at the "
     "size it traces, so a model with dynamic width and height gives wrong images at every other "
-    "size; on Android use format ort (ONNX Runtime Mobile) or ExecuTorch",
+    "size; on Android use format ort (ONNX Runtime Mobile) or format executorch (ExecuTorch)",
 }
