@@ -145,10 +145,8 @@ def xnnpack_form(deployable: nn.Module, longest: int) -> nn.Module:
     return form
 
 
-def lower(
-    deployable: nn.Module, contract: ModelContract
-) -> tuple[EdgeProgramManager, ExecutorchProgramManager]:
-    """The XNNPACK-lowered program of `deployable`'s XNNPACK form (edge, as written): batch 1,
+def lower(deployable: nn.Module, contract: ModelContract) -> tuple[ExecutorchProgramManager, dict]:
+    """The XNNPACK-lowered program of `deployable`'s XNNPACK form and its `delegation`: batch 1,
     dynamic H and W within the contract's bounds, the contract as a constant method."""
     m, side = contract.size_multiple, default_size(contract)
     dims = [
@@ -165,7 +163,8 @@ def lower(
         partitioner=[XnnpackPartitioner()],
         constant_methods={CONTRACT_METHOD: json.dumps(contract.to_metadata())},
     )
-    return edge, edge.to_executorch()
+    share = delegation(edge)  # before to_executorch, which adds its memory allocations
+    return edge.to_executorch(), share
 
 
 def delegation(edge: EdgeProgramManager) -> dict:
@@ -218,12 +217,12 @@ def _flops(node: torch.fx.Node) -> int:
 
 def build(job: Job) -> dict:
     """The fp32 program, lowered to XNNPACK; its delegation and planned memory for the record."""
-    edge, program = lower(job.reference.deployable, job.reference.contract)
+    program, share = lower(job.reference.deployable, job.reference.contract)
     job.path.write_bytes(program.buffer)
     plan = program.executorch_program.execution_plan[0]
     return {
         "delegate": BACKEND,
-        "delegation": delegation(edge),
+        "delegation": share,
         "planned_memory_bytes": sum(plan.non_const_buffer_sizes),
     }
 
