@@ -81,9 +81,11 @@ def test_the_pte_passes_and_xnnpack_runs_all_of_it(exported):
     details = record["artifacts"][0]["validation"]["details"]
     delegation = details["delegation"]
     assert details["delegate"] == "XNNPACK" and delegation["flops_delegated"] >= 0.95
-    # One subgraph: outside it only the input's and the output's layout copies (NCHW <-> NHWC).
+    # One subgraph: outside it only layout copies (NCHW <-> NHWC) of the input and the output.
     assert delegation["subgraphs"] == 1, delegation
-    assert delegation["portable_ops"] == {"_to_dim_order_copy": 2}, delegation
+    portable = delegation["portable_ops"]
+    assert all("_to_dim_order_copy" in op for op in portable), delegation
+    assert delegation["ops_portable"] == sum(portable.values()) <= 2
 
 
 def test_the_pte_runs_a_non_square_size_as_pytorch_does(exported):

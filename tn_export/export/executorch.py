@@ -187,7 +187,7 @@ def delegation(edge: EdgeProgramManager) -> dict:
                     work["delegated"] += _flops(inner)
             continue
         portable += 1
-        ops[node.target.__name__.split(".")[0]] += 1
+        ops[node.target.__name__] += 1
         work["portable"] += _flops(node)
     return {
         "flops_delegated": round(work["delegated"] / sum(work.values()), 4),
