@@ -30,6 +30,7 @@ LIBRARIES = {
     "onnxruntime": ("tn_export.runtime",),
     "coreml": ("numpy", "coremltools"),
     "openvino": ("numpy", "tn_export.export.openvino"),
+    "executorch": ("numpy", "torch", "executorch.runtime"),
 }
 
 
@@ -58,6 +59,7 @@ BACKENDS = {
         ),
         Backend("coreml", "benchmarks.backends:run_coreml", "coreml", "coreml"),
         Backend("openvino", "benchmarks.backends:run_openvino", "openvino", "openvino"),
+        Backend("executorch", "benchmarks.backends:run_executorch", "executorch", "executorch"),
     )
 }
 # Names users type: a family expands to its variants.
@@ -66,6 +68,7 @@ GROUPS = {
     "onnxruntime": ["onnxruntime-fp32", "onnxruntime-fp16", "onnxruntime-int8"],
     "coreml": ["coreml"],
     "openvino": ["openvino"],
+    "executorch": ["executorch"],
 }
 PEER_BACKENDS = ("torch", "onnxruntime-fp32")  # the peer runs on these (when chosen) only
 
@@ -210,6 +213,29 @@ def run_openvino(cell: dict) -> dict:
     times, out = time_runs(lambda: compiled(x)[0], c.runs, c.warmup)
     np.save(c.output, np.asarray(out, dtype=np.float32))
     return {"load_s": load_s, "times_s": times, "settings": {**CONFIG, "threads": c.threads}}
+
+
+def run_executorch(cell: dict) -> dict:
+    """The .pte (fp32, XNNPACK delegate) run by ExecuTorch's runtime, on a thread pool of
+    `threads`. Its Python runtime takes torch tensors, hence torch among its imports."""
+    c = Cell(**cell)
+    import numpy as np
+    import torch
+    from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+    from executorch.runtime import Runtime
+
+    _unsafe_reset_threadpool(c.threads)
+    start = time.perf_counter()
+    forward = Runtime.get().load_program(c.model).load_method("forward")
+    load_s = time.perf_counter() - start
+    x = torch.from_numpy(model_input(c))
+    times, out = time_runs(lambda: forward.execute([x])[0], c.runs, c.warmup)
+    np.save(c.output, out.numpy())
+    return {
+        "load_s": load_s,
+        "times_s": times,
+        "settings": {"delegate": "XNNPACK", "threads": c.threads},
+    }
 
 
 def coreml_unavailable_reason() -> str:

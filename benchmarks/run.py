@@ -148,10 +148,11 @@ class Benchmark:
     def export(self) -> None:
         """The files the backends need, exported by tn_export.export: the pyramid's ONNX fp32
         (always: apps run it, and the quality samples come from it) with the fp16 / int8 and the
-        OpenVINO IR (fp16 weights, where openvino is installed) converted from it, a Core ML
-        package where Core ML can run; the peer's weights and ONNX fp32. Not validated: every
-        cell's output is compared with PyTorch's instead (and int8 misses its tolerance on
-        trained models, yet is measured). A failure skips what needs those files."""
+        OpenVINO IR (fp16 weights, where openvino is installed) converted from it, the ExecuTorch
+        program (where executorch is installed), a Core ML package where Core ML can run; the
+        peer's weights and ONNX fp32. Not validated: every cell's output is compared with
+        PyTorch's instead (and int8 misses its tolerance on trained models, yet is measured). A
+        failure skips what needs those files."""
         from tn_export.export import export
 
         def exported(network, formats, **options) -> list[Path]:
@@ -172,6 +173,12 @@ class Benchmark:
             exported, self.checkpoint.generator, sizes=self.export_sizes, name="model"
         )
         self._build(PYRAMID, keys, partial(pyramid, formats))
+        if "executorch" in wanted:  # lowered from the module, in an export of its own
+            missing = missing_libraries(FORMATS["executorch"])
+            if missing:
+                self.model_errors[PYRAMID, "executorch"] = missing
+            else:
+                self._build(PYRAMID, ["executorch"], partial(pyramid, ["executorch"]))
         if "coreml" in wanted and sys.platform == "darwin":
             self._build(PYRAMID, ["coreml"], partial(pyramid, ["coreml"]))
         peer_keys = {BACKENDS[b].model_key for b in peer_backends(self.cfg)}

@@ -31,6 +31,7 @@ from tn_export.sizes import parse_sizes
 
 TN_EXPORT = str(Path(sys.executable).parent / "tn-export")
 OPENVINO = importlib.util.find_spec("openvino") is not None
+EXECUTORCH = importlib.util.find_spec("executorch") is not None
 SMALL = ["--min-size", "32", "--max-size", "64"]  # sizes for the 3-scale generator (multiple 4)
 METADATA = {"mode": "texture", "descriptor": "random", "exemplar": "bricks.png",
             "iteration": 7, "loss": 1.5}  # fmt: skip
@@ -77,6 +78,7 @@ def test_format_all_writes_every_artifact_and_its_record(everything, small_check
     proc, out = everything
     assert proc.returncode == 0, proc.stderr[-2000:]
     openvino = ["bricks.bin", "bricks.xml"] if OPENVINO else []
+    executorch = ["bricks.pte"] if EXECUTORCH else []
     assert _files(out) == sorted(
         [
             "bricks.coarse.onnx",
@@ -87,6 +89,7 @@ def test_format_all_writes_every_artifact_and_its_record(everything, small_check
             "bricks.ort",
             "bricks.usability.txt",
             *openvino,
+            *executorch,
         ]
     )  # named after the run folder; no scratch left behind
     record = json.loads((out / "bricks.export.json").read_text())
@@ -105,6 +108,8 @@ def test_format_all_writes_every_artifact_and_its_record(everything, small_check
     assert [arts[f]["precision"] for f in ("onnx", "ort", "coreml")] == ["fp32", "fp32", "fp16"]
     if not OPENVINO:  # skipped, with the reason, and not a failure
         assert arts.pop("openvino")["skipped"].startswith("format openvino needs openvino")
+    if not EXECUTORCH:
+        assert arts.pop("executorch")["skipped"].startswith("format executorch needs executorch")
     for a in arts.values():
         assert a["installed"] and a["validation"]["ok"] is True
         assert a["bytes"] == pipeline.disk_size(Path(a["path"])) > 0
@@ -118,7 +123,9 @@ def test_the_table_shows_each_artifact_with_size_dims_validation_and_time(everyt
     lines = proc.stdout.strip().splitlines()
     assert lines[0].split()[:3] == ["Format", "Precision", "Artifact"]
     formats = [("ONNX", ".onnx"), ("ORT", ".ort"), ("Core", ".mlpackage")]
-    for label, suffix in formats + ([("OpenVINO", ".xml")] if OPENVINO else []):
+    formats += [("OpenVINO", ".xml")] if OPENVINO else []
+    formats += [("ExecuTorch", ".pte")] if EXECUTORCH else []
+    for label, suffix in formats:
         row = next(line for line in lines[1:] if line.startswith(label))
         assert str(out / f"bricks{suffix}") in row
         assert "noise (" in row and "ok" in row and row.endswith(" s")

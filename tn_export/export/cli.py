@@ -128,7 +128,11 @@ def _verdict(a: ExportResult) -> str:
     v = a.validation
     if a.skipped:
         return f"skipped: {a.skipped}"
-    return v.summary if v.ok is not None else f"NOT VERIFIED ({v.summary})"
+    summary = v.summary if v.ok is not None else f"NOT VERIFIED ({v.summary})"
+    delegation = v.details.get("delegation")  # what a delegate (ExecuTorch's XNNPACK) runs
+    if delegation:
+        summary += f"; {delegation['flops_delegated']:.1%} of FLOPs on {v.details['delegate']}"
+    return summary
 
 
 def table(results: list[ExportResult]) -> str:

@@ -118,6 +118,16 @@ FORMATS = {
             describe=_lazy("openvino:signature"),
             side_files=(".bin",),
         ),
+        Format(
+            "executorch",
+            "ExecuTorch",
+            ".pte",
+            ("fp32",),
+            ("executorch",),
+            build=_lazy("executorch:build"),
+            validate=_lazy("executorch:validate"),
+            describe=_lazy("executorch:signature"),
+        ),
     )
 }
 
@@ -126,5 +136,5 @@ FORMATS = {
 REFUSED = {
     "tflite": "format tflite is refused: LiteRT's converter freezes nearest upsampling at the "
     "size it traces, so a model with dynamic width and height gives wrong images at every other "
-    "size; on Android use format ort (ONNX Runtime Mobile) or ExecuTorch",
+    "size; on Android use format ort (ONNX Runtime Mobile) or format executorch (ExecuTorch)",
 }
