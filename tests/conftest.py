@@ -33,6 +33,23 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "xdg-cache"))
 
 
+def settle(generator, passes: int) -> None:
+    """Give a random generator real batch-norm statistics (the plain average over `passes`
+    training-mode passes, so they vary over space) and an output near [0, 1], so that pixel
+    comparisons of its exports mean something."""
+    import torch
+
+    for m in generator.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None
+    texture = generator.config.mode == "texture"
+    with torch.no_grad():
+        for _ in range(passes):
+            generator(torch.randn(2, 3, 64, 64) if texture else torch.rand(2, 3, 64, 64))
+        generator.to_rgb.weight.mul_(0.25)
+        generator.to_rgb.bias.fill_(0.5)
+
+
 def onnx_copier(source: Path):
     """A stand-in for tn-export's (slow) torch.export step: it writes the ONNX graph at `source`
     with the contract the run asks for, so everything after it runs for real. (The exact-tiling

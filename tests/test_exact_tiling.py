@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import settle
 from PIL import Image
 
 from tn_export import runtime
@@ -44,14 +45,7 @@ def export_tiny(directory: Path, mode: str, norm: str = "batch") -> Path:
     padding = "circular" if mode == "texture" else "reflect"
     torch.manual_seed(1)
     g = PyramidGenerator(mode=mode, scales=SCALES, channels=3, padding=padding, norm=norm)
-    for m in g.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.momentum = None
-    with torch.no_grad():
-        for _ in range(3):
-            g(torch.randn(2, 3, 64, 64) if mode == "texture" else torch.rand(2, 3, 64, 64))
-        g.to_rgb.weight.mul_(0.25)
-        g.to_rgb.bias.fill_(0.5)
+    settle(g, 3)
     contract = ModelContract(
         mode=mode, size_multiple=M, min_size=2 * M, max_size=512, padding=padding, norm=norm,
         channels=3, name=path.stem, tiling=tiling(g.config),

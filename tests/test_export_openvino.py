@@ -40,7 +40,9 @@ def exported(tmp_path_factory):
 def test_both_precisions_pass_and_are_written_with_their_weights(exported):
     out, results = exported
     assert sorted(os.listdir(out)) == [
+        "red_peppers.coarse.onnx",  # the exact-tiling parts, beside every fp32 ONNX model
         "red_peppers.export.json",
+        "red_peppers.fine.onnx",
         "red_peppers.fp16.bin",
         "red_peppers.fp16.xml",
         "red_peppers.fp32.bin",
