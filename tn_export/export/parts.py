@@ -9,7 +9,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -18,7 +17,6 @@ from ..budget import MAX_TILED_SIDE
 from ..contract import PREFIX, ModelContract
 from ..generator import PyramidGenerator
 from ..runtime.exact import FEATURES, SPLIT
-from ..runtime.session import session_options
 from .graph import example_input
 
 PART_KEY = PREFIX + "part"
@@ -109,10 +107,9 @@ def validate_parts(
     """Each part in onnxruntime against PyTorch at CHECK_SIZES: {"coarse": max |err|, ..}."""
     paths = part_paths(path, contract)
     coarse, fine = CoarsePart(generator).eval(), FinePart(generator).eval()
-    sessions = {
-        k: ort.InferenceSession(os.fspath(p), session_options(), providers=["CPUExecutionProvider"])
-        for k, p in paths.items()
-    }
+    from .validate import session
+
+    sessions = {k: session(p) for k, p in paths.items()}
     errors = {"coarse": 0.0, "fine": 0.0}
     for h, w in CHECK_SIZES:
         pooled, x = _examples(contract, h, w)

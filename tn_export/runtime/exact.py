@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
+from .tiling import round_up
+
 SPLIT = 4  # the pooling ratio of the features the coarse part hands to the fine part
 BLOCK_RADIUS = 2  # a conv block (3x3, 3x3, 1x1) reads 2 cells around each of its outputs
 FEATURES = "features"  # the coarse part's output, the fine part's first input
@@ -48,7 +50,7 @@ class Reach:
         modulo `length`."""
         a = self.align
         w0 = (start - self.before) // a * a
-        w1 = -(-(stop + self.after) // a) * a
+        w1 = round_up(stop + self.after, a)
         if w1 - w0 >= length:
             return 0, length
         return (w0, w1) if wrap else (max(w0, 0), min(w1, length))
@@ -138,7 +140,7 @@ class Costs:
 def _side(inner: int, reach: Reach, length: int) -> int:
     """The longest window a run of `inner` pixels of an axis of `length` can read."""
     a = reach.align
-    return min(length, inner + -(-reach.before // a) * a + -(-reach.after // a) * a + a)
+    return min(length, inner + round_up(reach.before, a) + round_up(reach.after, a) + a)
 
 
 def plan(
