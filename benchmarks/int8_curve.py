@@ -60,7 +60,9 @@ def int8_curve(
     ms, every setting timed in turn with fp32) and the speed-up over fp32 of each."""
     with tempfile.TemporaryDirectory(prefix="tn-bench-int8-") as tmp:
         folder = Path(tmp)
-        (fp32,) = tn_export.export(model, [("onnx", "fp32")], folder, validate=False)
+        (fp32,) = tn_export.export(
+            model, [("onnx", "fp32")], folder, validate=False, tiling_parts=False
+        )
         meta = {p.key: p.value for p in onnx.load(fp32.path).metadata_props}
         contract = ModelContract.from_metadata(meta, str(fp32.path))
         feeds = [{contract.input_name: _input(contract, side, seed).numpy()} for seed in SEEDS]

@@ -392,6 +392,20 @@ def test_shapes_are_the_sizes_validated(copied_onnx, small_checkpoint, tmp_path)
     assert set(art["validation"]["details"]["max_abs_error"]) == {"32x64", "48x32"}
 
 
+def test_without_tiling_parts_tn_run_is_told_why_it_cross_fades(
+    copied_onnx, small_checkpoint, tmp_path
+):
+    from tn_export import runtime
+
+    out = tmp_path / "out"
+    argv = ["--format", "onnx", str(small_checkpoint), "-o", str(out), *SMALL, "--no-tiling-parts"]
+    assert cli.main(argv) == 0
+    assert _files(out) == ["bricks.export.json", "bricks.onnx"]
+    model = runtime.load(out / "bricks.onnx")
+    assert model.tiler is None
+    assert model.tiling_note.endswith(f"is not tiled exactly: {pipeline.NO_PARTS}")
+
+
 def test_the_readme_format_table_is_the_format_table():
     """README.md's table of formats says what FORMATS says, row for row."""
     lines = (REPO / "README.md").read_text().splitlines()

@@ -1115,6 +1115,17 @@ FORK = multiprocessing.get_context("fork")
 WAIT = 120  # seconds before a child that never answers fails the test (instead of hanging it)
 
 
+def _forked(target: Callable, *args) -> multiprocessing.Process:
+    """A forked child running `target(*args)` on one thread: the parent's OpenMP pool was not
+    forked with it, and the child's first parallel torch operation would wait for it for ever."""
+    return FORK.Process(target=_one_thread, args=(target, *args))
+
+
+def _one_thread(target: Callable, *args) -> None:
+    torch.set_num_threads(1)
+    target(*args)
+
+
 def _stalled_writer(model: Path, conn) -> None:
     """Save model.pt twice more, as a training loop does; the second write stops halfway and
     waits (for the SIGKILL)."""
@@ -1140,7 +1151,7 @@ def test_sigkill_while_writing_a_checkpoint_keeps_the_previous_one(assets, tmp_p
     files = Files(tmp_path, assets)
     model = files.path("run") / "model.pt"
     conn, child_conn = FORK.Pipe()
-    child = FORK.Process(target=_stalled_writer, args=(model, child_conn))
+    child = _forked(_stalled_writer, model, child_conn)
     child.start()
     try:
         assert conn.poll(WAIT) and conn.recv() == ("saved", 2)
@@ -1193,7 +1204,7 @@ def test_two_exports_to_the_same_path_at_once_leave_one_whole_artifact(assets, t
         source = tiny_model(tmp_path / f"{who}.onnx", "texture", doc=who * 3_000_000)
         conn, child_conn = FORK.Pipe()
         args = (source, argv, tmp_path / f"{who}.err", child_conn)
-        writers.append((FORK.Process(target=_racing_exporter, args=args), conn, who))
+        writers.append((_forked(_racing_exporter, *args), conn, who))
     try:
         for child, _, _ in writers:
             child.start()
@@ -1240,7 +1251,7 @@ def _killed_while_exporting(argv: list[str], tmp_path: Path, sig: int) -> tuple[
     """Run tn-export in a child, send it `sig` while it works in its scratch folder; returns
     that folder and the child's pid, once the child has ended."""
     conn, child_conn = FORK.Pipe()
-    child = FORK.Process(target=_stalled_exporter, args=(argv, tmp_path / "err", child_conn))
+    child = _forked(_stalled_exporter, argv, tmp_path / "err", child_conn)
     child.start()
     try:
         assert conn.poll(WAIT)

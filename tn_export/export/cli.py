@@ -88,6 +88,13 @@ def _parser() -> argparse.ArgumentParser:
         help="ONNX/ORT batch dimension",
     )
     p.add_argument(
+        "--no-tiling-parts",
+        dest="tiling_parts",
+        action="store_false",
+        help="ONNX: leave out NAME.coarse.onnx and NAME.fine.onnx (two more exports), which "
+        "tn-run needs to tile large images exactly; it cross-fades tiles without them",
+    )
+    p.add_argument(
         "--allow-unverified",
         action="store_true",
         help="install a Core ML model even when its numbers could not be checked",
@@ -176,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         name=args.name,
         image_io=args.image_io,
         dynamic_batch=args.batch == "dynamic",
+        tiling_parts=args.tiling_parts,
         allow_unverified=args.allow_unverified,
         command=["tn-export", *argv],
         log=_warn,

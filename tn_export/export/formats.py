@@ -19,6 +19,7 @@ class Options:
 
     image_io: bool = False  # Core ML: image output (and image input for style models)
     dynamic_batch: bool = True  # ONNX / ORT: a symbolic batch dimension
+    tiling_parts: bool = True  # ONNX fp32: the exact-tiling parts beside the model (parts.py)
 
 
 @dataclass(frozen=True)

@@ -96,7 +96,7 @@ def build(job: Job) -> dict:
         return to_int8(source, job.path, contract)
     if job.precision == "fp32":
         export_onnx(deployable, job.path, contract, batch)
-        if "coarse" in contract.tiling:
+        if "coarse" in contract.tiling and job.options.tiling_parts:
             export_parts(deployable.generator, job.path, contract)
     else:
         to_fp16(job.artifact("onnx", "fp32"), job.path)

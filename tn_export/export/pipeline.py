@@ -73,6 +73,7 @@ def export(
     name: str | None = None,
     image_io: bool = False,
     dynamic_batch: bool = True,
+    tiling_parts: bool = True,
     allow_unverified: bool = False,
     contract: ModelContract | None = None,
     command: Sequence[str] | None = None,
@@ -89,7 +90,9 @@ def export(
     format's default. `sizes`: (min, max) side, or the enumerated (width, height) sizes; default
     64 to 2048, or the contract's bounds. An artifact that fails its check is not installed, nor is
     one that could not be checked ("not verified") unless `allow_unverified`; with
-    `validate=False` every artifact is installed unchecked. Bad arguments raise UserError naming
+    `validate=False` every artifact is installed unchecked. `tiling_parts`: write the fp32 ONNX
+    model's exact-tiling parts beside it (two more torch exports; without them tn-run tiles large
+    images with cross-fades). Bad arguments raise UserError naming
     them as this function's parameters (its `params`; tn-export rewords them as its flags). `log`
     receives the warnings a user should read (an artifact not verified); `progress` shows one bar
     for the whole export on stderr where it is a terminal; `verbose` lets the converters' own
@@ -111,7 +114,7 @@ def export(
         network, metadata = ckpt.generator, ckpt.metadata
     if name is None:
         name = default_name(source) if source else contract.name if contract else "texture_network"
-    contract = _contract(network, metadata, contract, name, shapes, lo, hi)
+    contract = _contract(network, metadata, contract, name, shapes, lo, hi, tiling_parts)
     _check_runs_fit(contract, shapes)
     out = Path(output_dir)
     files = _file_names(targets, name)
@@ -122,7 +125,7 @@ def export(
     packages = [out / files[f.name, p] for f, p in targets if f.folder]
     check_outputs([p for p in outputs if p not in packages], packages)
     reference = Reference(network, contract, shapes)
-    options = Options(image_io, dynamic_batch)
+    options = Options(image_io, dynamic_batch, tiling_parts)
     # A full disk in the scratch folder is named as the output folder, not as a scratch file.
     steps = len(targets) * (1 + validate)  # a build and a check each
     # None: shown on a terminal only, so that logs and captured stderr get no carriage returns.
@@ -277,9 +280,10 @@ def _contract(
     shapes: list[tuple[int, int]] | None,
     lo: int,
     hi: int,
+    parts: bool,
 ) -> ModelContract:
     """The exported model's contract: `given` with these bounds and name, else the generator's
-    config, its training metadata and the bounds."""
+    config, its training metadata, the bounds and its tiling (none without its `parts`)."""
     if given is not None:
         _check_multiples(shapes, lo, hi, given.size_multiple)
         return replace(given, name=name, min_size=lo, max_size=hi)
@@ -305,8 +309,11 @@ def _contract(
         description=f"Texture Networks {config.mode} generator{trained_on}",
         tool_version=__version__,
         training=training,
-        tiling=tiling(config),
+        tiling=tiling(config) if parts else Tiling(reason=NO_PARTS),
     )
+
+
+NO_PARTS = "it was exported without its tiling parts (tn-export --no-tiling-parts)"
 
 
 def tiling(config: GeneratorConfig) -> Tiling:
