@@ -169,8 +169,12 @@ class Benchmark:
             else:
                 keys.append("openvino")
                 formats.append(("openvino", "fp16"))
-        pyramid = partial(
-            exported, self.checkpoint.generator, sizes=self.export_sizes, name="model"
+        pyramid = partial(  # whole images only: benchmarks/tiling.py measures the tiles
+            exported,
+            self.checkpoint.generator,
+            sizes=self.export_sizes,
+            name="model",
+            tiling_parts=False,
         )
         self._build(PYRAMID, keys, partial(pyramid, formats))
         if "executorch" in wanted:  # lowered from the module, in an export of its own

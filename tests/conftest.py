@@ -1,7 +1,11 @@
-"""Shared fixtures: where ../shared is, the real VGG-16 weights, and a clean onnxruntime cache."""
+"""Shared fixtures: where ../shared is, the real VGG-16 weights, a clean onnxruntime cache and
+one torch export per distinct graph."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import marshal
 import os
 from pathlib import Path
 
@@ -25,6 +29,64 @@ def vgg16_weights(shared_dir: Path) -> Path:
     if not path.is_file():
         pytest.skip(f"{path} is absent: the real VGG-16 weights are needed for this quality test")
     return path
+
+
+# Contract fields that only go into the metadata; the rest (the signature) shapes the graph.
+METADATA_ONLY = {
+    "min_size",
+    "max_size",
+    "name",
+    "description",
+    "tool_version",
+    "training",
+    "tiling",
+}
+
+
+def graph_key(deployable, contract, *signature) -> str:
+    """What a torch export depends on: the module's weights, structure and forward code, the
+    contract's signature, and export_onnx's arguments."""
+    h = hashlib.sha256(repr(deployable).encode())
+    for name, tensor in deployable.state_dict().items():
+        h.update(name.encode() + tensor.detach().cpu().contiguous().numpy().tobytes())
+    for module in deployable.modules():
+        forward = module.__dict__.get("forward", type(module).forward)
+        code = getattr(forward, "__code__", None)
+        h.update(marshal.dumps(code) if code else repr(forward).encode())
+        h.update(repr(module.training).encode())
+    fields = {k: v for k, v in dataclasses.asdict(contract).items() if k not in METADATA_ONLY}
+    h.update(repr(sorted(fields.items())).encode())
+    for arg in signature:
+        tensors = arg.items() if isinstance(arg, dict) else ()
+        h.update(repr(arg).encode())
+        for name, x in tensors:
+            if hasattr(x, "numpy"):  # example inputs: their values too
+                h.update(name.encode() + x.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_trace_per_graph():
+    """torch.export of the same graph runs once per session (16-35 s each on 2 cores; the same
+    inputs give the same graph): later exports of it get a copy and their own metadata, so
+    everything but the trace itself stays real."""
+    import onnx
+
+    from tn_export.export import onnx as onnx_format
+
+    real, graphs = onnx_format.trace, {}
+
+    def trace(deployable, contract, *signature):
+        key = graph_key(deployable, contract, *signature)
+        if key not in graphs:
+            graphs[key] = real(deployable, contract, *signature)
+        copy = onnx.ModelProto()
+        copy.CopyFrom(graphs[key])
+        return copy
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(onnx_format, "trace", trace)
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -58,8 +58,27 @@ def export_onnx(
     and giving NCHW; the file holds it `lean`: batch norms folded (the Join's with `fold_joins`),
     circular padding as Pad(wrap). `inputs` (name: example), `shapes` and `outputs` give another
     signature than the contract's one input and output (the exact-tiling parts, parts.py)."""
+    proto = trace(deployable, contract, dynamic_batch, fold_joins, inputs, shapes, outputs)
+    for key, value in (contract.to_metadata() | (metadata or {})).items():
+        proto.metadata_props.add(key=key, value=value)
+    proto.doc_string = contract.description
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.save_model(proto, os.fspath(path))
+
+
+def trace(
+    deployable: torch.nn.Module,
+    contract: ModelContract,
+    dynamic_batch: bool,
+    fold_joins: bool,
+    inputs: dict[str, torch.Tensor] | None,
+    shapes: dict | None,
+    outputs: list[str] | None,
+) -> onnx.ModelProto:
+    """The graph of export_onnx, before its metadata: torch.export of the lean `deployable`. Of
+    the contract only the signature counts (any size inside the bounds traces the same graph)."""
     if inputs is None:
-        side = default_size(contract)  # any size inside the bounds traces the same graph
+        side = default_size(contract)
         inputs = {contract.input_name: example_input(contract, side, side)}
         shapes = dynamic_shapes(contract, dynamic_batch)
         outputs = [contract.output_name]
@@ -77,12 +96,7 @@ def export_onnx(
         optimize=True,
         verbose=False,
     )
-    proto = program.model_proto
-    for key, value in (contract.to_metadata() | (metadata or {})).items():
-        proto.metadata_props.add(key=key, value=value)
-    proto.doc_string = contract.description
-    onnx.checker.check_model(proto, full_check=True)
-    onnx.save_model(proto, os.fspath(path))
+    return program.model_proto
 
 
 def build(job: Job) -> dict:
