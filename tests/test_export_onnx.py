@@ -224,3 +224,33 @@ def test_a_model_whose_contract_differs_fails_validation(exported, tmp_path):
     onnx.save(model, tmp_path / "other.onnx")
     v = validate_onnx(tmp_path / "other.onnx", reference, "fp32")
     assert v.ok is False and "metadata" in v.summary
+
+
+class Cancelling(torch.nn.Module):
+    """0.5 + x / 10 computed as (x K + 1) - x K - 1 + ...: in float32 the big terms round away
+    about 1e-3, in float64 nothing. Stands in for a network whose fp32 result is itself inexact."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        big = x * 2e4
+        return 0.5 + 0.1 * x + ((big + 1.0) - big - 1.0)
+
+
+def test_fp32_further_than_1e4_from_pytorch_passes_only_near_the_float64_result():
+    contract = ModelContract(mode="texture", size_multiple=4, min_size=32, max_size=64)
+    reference = Reference(Cancelling(), contract)
+    pairs = list(zip(reference.inputs, reference.outputs, reference.exact_outputs, strict=True))
+    torch32 = max(float(np.abs(y - exact).max()) for _, y, exact in pairs)
+    assert torch32 > 1e-4  # PyTorch fp32 itself misses the 1e-4 bound here
+    exact_of = {x.numpy().tobytes(): exact for x, _, exact in pairs}
+
+    def answers(offset: float):
+        """A model that gives the float64 result (rounded to float32), moved by `offset`."""
+        return lambda x: (exact_of[x.tobytes()] + offset).astype(np.float32)
+
+    ok, verdict, details = reference.compare(answers(0.0), "fp32")
+    assert ok and "from the float64 result, within 2x PyTorch fp32's own" in verdict
+    assert max(details["max_abs_error"].values()) > 1e-4
+    assert max(details["float64_max_abs_error"].values()) < 1e-6
+    ok, verdict, _ = reference.compare(answers(3 * torch32), "fp32")  # 3x as far as PyTorch
+    assert not ok and "beyond 2x" in verdict
+    assert not reference.compare(answers(0.05), "fp32")[0]  # a broken conversion

@@ -18,7 +18,10 @@ from ..sizes import validation_sizes
 from .graph import Deployable, delivered, example_input
 
 # How an export must match PyTorch fp32 on [0, 1] outputs, the same for every format.
-# fp32: max abs error, since only the order of float32 sums differs. fp16 and int8: PSNR, since
+# fp32: max abs error, since only the order of float32 sums differs. PyTorch's own float32 result
+# is not exact either (the bundled red-peppers model at 480x512 is 1.1e-4 from its float64
+# result), so a model further than 1e-4 from PyTorch still passes where it is no more than
+# EXACT_FACTOR times as far from the float64 result as PyTorch fp32 is. fp16 and int8: PSNR, since
 # they move every pixel a little. fp16's 40 dB is an RMS error of 1e-2: a max abs error of 1e-2
 # is out of reach for this architecture, whose six chained scales amplify fp16 rounding: the
 # paper's own red-peppers generator, run by PyTorch in float16, is off by 0.07 on its worst pixel
@@ -26,6 +29,7 @@ from .graph import Deployable, delivered, example_input
 # int8's 35 dB (an RMS error of 0.018) is what the trained bundled models reach with their
 # heaviest convolutions in int8 (precision.to_int8); every one in int8 gives about 20 dB.
 MAX_ABS_ERROR = {"fp32": 1e-4}
+EXACT_FACTOR = 2.0  # two float32 computations, each e from the exact result, differ by up to 2e
 MIN_PSNR_DB = {"fp16": 40.0, "int8": 35.0}
 
 
@@ -80,6 +84,13 @@ class Reference:
             return [self.deployable(x).numpy() for x in self.inputs]
 
     @cached_property
+    def exact_outputs(self) -> list[np.ndarray]:
+        """The network's outputs in float64: the exact result that fp32 ones round around."""
+        exact = copy.deepcopy(self.deployable).double()
+        with torch.no_grad():
+            return [exact(x.double()).numpy() for x in self.inputs]
+
+    @cached_property
     def fp16_input_error(self) -> dict[str, float]:
         """Per size, how far fp16 rounding of the input alone moves PyTorch's output: the floor no
         fp16 model of this network can beat, reported to tell sensitivity from bugs."""
@@ -117,8 +128,9 @@ class Reference:
     ) -> tuple[bool, str, dict]:
         """Run `predict` (float32 NCHW in, out) at every size and judge it by the precision's
         criterion: (ok, verdict, details). `slack` widens the max abs bound (Core ML image
-        outputs hold whole 0..255 values). A wrong output shape raises OutputMismatch."""
-        errors, psnrs = {}, {}
+        outputs hold whole 0..255 values); beyond it, fp32 is judged against the float64 result
+        (`_against_exact`). A wrong output shape raises OutputMismatch."""
+        errors, psnrs, results = {}, {}, []
         for (h, w), x, expected in zip(self.sizes, self.inputs, self.outputs, strict=True):
             got = np.asarray(predict(x.numpy()), np.float32)
             if got.shape != expected.shape:
@@ -127,6 +139,7 @@ class Reference:
                 )
             errors[f"{w}x{h}"] = float(np.abs(got - expected).max())
             psnrs[f"{w}x{h}"] = psnr(got, expected)
+            results.append(got)
         details: dict = {"max_abs_error": errors, "psnr_db": psnrs}
         if precision in MIN_PSNR_DB:
             worst, bound = min(psnrs.values()), MIN_PSNR_DB[precision]
@@ -137,4 +150,27 @@ class Reference:
         worst, bound = max(errors.values()), MAX_ABS_ERROR[precision] + slack
         ok = worst <= bound
         verdict = f"max |err| {worst:.1e} {'<=' if ok else '>'} {bound:.0e}"
-        return ok, verdict, details | {"tolerance": bound}
+        details["tolerance"] = bound
+        if not ok and math.isfinite(worst):
+            ok, verdict = self._against_exact(results, bound, verdict, details)
+        return ok, verdict, details
+
+    def _against_exact(
+        self, got: list[np.ndarray], bound: float, verdict: str, details: dict
+    ) -> tuple[bool, str]:
+        """The fp32 judgement beyond `bound`: at every size, no further from the float64 result
+        than `bound` or EXACT_FACTOR times PyTorch fp32's own distance from it."""
+        ours, torch32 = {}, {}
+        for (h, w), y, expected, exact in zip(
+            self.sizes, got, self.outputs, self.exact_outputs, strict=True
+        ):
+            ours[f"{w}x{h}"] = float(np.abs(y - exact).max())
+            torch32[f"{w}x{h}"] = float(np.abs(expected - exact).max())
+        ok = all(ours[k] <= max(bound, EXACT_FACTOR * torch32[k]) for k in ours)
+        details |= {"float64_max_abs_error": ours, "pytorch_float64_max_abs_error": torch32}
+        worst, own = max(ours.values()), max(torch32.values())
+        relation = "within" if ok else "beyond"
+        return ok, (
+            f"{verdict}; {worst:.1e} from the float64 result, {relation} "
+            f"{EXACT_FACTOR:g}x PyTorch fp32's own {own:.1e}"
+        )
