@@ -441,9 +441,14 @@ def test_providers_and_threads_are_selectable(texture_path):
 
 
 def test_sessions_are_tuned_for_low_memory_unless_asked_not_to(texture_path):
-    assert not runtime.load(texture_path).session.get_session_options().enable_mem_pattern
-    fast = runtime.load(texture_path, low_memory=False)
-    assert fast.session.get_session_options().enable_mem_pattern
+    import onnxruntime as ort
+
+    low = runtime.load(texture_path).session.get_session_options()
+    fast = runtime.load(texture_path, low_memory=False).session.get_session_options()
+    assert not low.enable_mem_pattern and fast.enable_mem_pattern
+    levels = ort.GraphOptimizationLevel
+    assert low.graph_optimization_level == levels.ORT_ENABLE_EXTENDED  # no NCHWc copies
+    assert fast.graph_optimization_level == levels.ORT_ENABLE_ALL
 
 
 def test_a_tile_budget_below_one_tile_is_refused(style_path):
