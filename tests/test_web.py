@@ -24,6 +24,7 @@ from test_runtime import photo, tiny_onnx
 
 from tn_export import runtime
 from tn_export.runtime.controls import Controls
+from tn_export.runtime.noise import gaussian
 
 WEB = Path(__file__).resolve().parents[1] / "apps" / "web"
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
@@ -119,7 +120,7 @@ def test_bundled_model_in_the_browser_matches_python_onnxruntime(served, tmp_pat
 
 
 def test_the_page_pads_and_crops_any_size_from_a_seed(served, tmp_path):
-    origin, _ = served
+    origin, models = served
     code, summary = browse(
         f"{origin}/index.html?model=/models/red_peppers.onnx&size=100x60&seed=5&run=1",
         tmp_path / "seeded",
@@ -132,6 +133,10 @@ def test_the_page_pads_and_crops_any_size_from_a_seed(served, tmp_path):
         "height": 60,
     }
     assert rgb.std() > 0.05 and rgb.min() >= 0 and rgb.max() <= 1
+    # The page's noise is the runtime's counter-based noise: seed 5 is tn-run's seed 5.
+    noise = gaussian(5, 3, np.arange(64), np.arange(128))[None]  # padded to 128x64
+    python = runtime.load(models / "red_peppers.onnx").run(noise)[0][:, :60, :100]
+    assert float(np.abs(rgb - python).max()) <= 1e-4
 
 
 def test_the_bundled_style_model_stylizes_a_chosen_image_as_python_does(served, tmp_path):

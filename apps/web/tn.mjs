@@ -114,23 +114,42 @@ export function readContract(bytes, source) {
   return contract;
 }
 
-// Deterministic N(0, 1) noise for a seed (mulberry32 + Box-Muller). Not numpy's stream: the same
-// seed gives the same texture in this page, not the same one as tn-run.
-export function gaussianNoise(count, seed) {
-  let state = seed >>> 0;
-  const uniform = () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (((t ^ (t >>> 14)) >>> 0) + 0.5) / 4294967296;
-  };
-  const out = new Float32Array(count);
-  for (let i = 0; i < count; i += 2) {
-    const radius = Math.sqrt(-2 * Math.log(uniform()));
-    const angle = 2 * Math.PI * uniform();
-    out[i] = radius * Math.cos(angle);
-    if (i + 1 < count) out[i + 1] = radius * Math.sin(angle);
+// murmur3's 32-bit finaliser on a uint32 (tn_export/runtime/noise.py's fmix32).
+function fmix32(h) {
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  return (h ^ (h >>> 16)) >>> 0;
+}
+
+const GOLDEN = 0x9e3779b9;
+const SECOND = 0x85ebca6b;
+const TWO_PI = Math.fround(2 * Math.PI);
+
+// A uniform in (0, 1) from a hash's 24 high bits, rounded as numpy's float32 sum rounds it.
+const uniform = (h) => Math.fround((h >>> 8) + 0.5) * 2 ** -24;
+
+// The `index`-th N(0, 1) noise image of `seed`, (depth, height, width) from position (0, 0):
+// tn_export.runtime's counter-based noise (noise.py), so a seed gives the texture tn-run gives.
+// Every value is computed in float32 steps as numpy does; log and cos may differ in the last bit.
+export function gaussianNoise(seed, depth, height, width, index = 0) {
+  const key = fmix32(seed >>> 0);
+  const cols = Uint32Array.from({ length: width }, (_, x) => Math.imul(x, GOLDEN) >>> 0);
+  const rows = Uint32Array.from({ length: height }, (_, y) => fmix32(Math.imul(y, GOLDEN) >>> 0));
+  const out = new Float32Array(depth * height * width);
+  for (let c = 0; c < depth; c++) {
+    const channel = fmix32((key ^ Math.imul(index * depth + c, GOLDEN)) >>> 0);
+    for (let y = 0; y < height; y++) {
+      const row = fmix32((channel + rows[y]) >>> 0);
+      const at = (c * height + y) * width;
+      for (let x = 0; x < width; x++) {
+        const h = fmix32((row ^ cols[x]) >>> 0);
+        const radius = Math.fround(Math.sqrt(Math.fround(-2 * Math.fround(Math.log(uniform(h))))));
+        const angle = Math.fround(uniform(fmix32((h + SECOND) >>> 0)) * TWO_PI);
+        out[at + x] = radius * Math.fround(Math.cos(angle));
+      }
+    }
   }
   return out;
 }
@@ -241,7 +260,7 @@ export class TextureNetwork {
     if (noise && noise.length !== count) {
       throw new Error(`noise has ${noise.length} values, ${count} expected for ${pw}x${ph}`);
     }
-    const input = noise ?? gaussianNoise(count, seed);
+    const input = noise ?? gaussianNoise(seed, this.contract.noiseDepth, ph, pw);
     const out = await this.run(backend, input, this.contract.noiseDepth, ph, pw);
     return { width, height, backend, rgb: crop(out, ph, pw, height, width) };
   }
