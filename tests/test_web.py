@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from test_exact_tiling import export_tiny
 from test_runtime import photo, tiny_onnx
 
 from tn_export import runtime
@@ -136,6 +137,24 @@ def test_the_page_pads_and_crops_any_size_from_a_seed(served, tmp_path):
     # The page's noise is the runtime's counter-based noise: seed 5 is tn-run's seed 5.
     noise = gaussian(5, 3, np.arange(64), np.arange(128))[None]  # padded to 128x64
     python = runtime.load(models / "red_peppers.onnx").run(noise)[0][:, :60, :100]
+    assert float(np.abs(rgb - python).max()) <= 1e-4
+
+
+def test_a_texture_in_exact_tiles_is_python_s_whole_run(served, tmp_path):
+    """With its tiling parts beside it the page runs a texture tile by tile (forced here with
+    tile=, as it is for textures over 1024 pixels) and gets what Python gets in one run."""
+    origin, models = served
+    source = export_tiny(tmp_path / "tiny", "texture")  # 4 scales: sides multiples of 8
+    for suffix in (".onnx", ".coarse.onnx", ".fine.onnx"):
+        shutil.copy(source.with_suffix(suffix), models / source.with_suffix(suffix).name)
+    url = f"{origin}/index.html?model=/models/{source.name}&size=72x40&seed=3&tile=16&run=1"
+    code, summary = browse(url, tmp_path / "tiled")
+    assert code == 0, summary
+    assert re.fullmatch(r"Generated 72x40 in 15 exact tiles on wasm in \d+ ms", summary["status"])
+    rgb = np.fromfile(tmp_path / "tiled" / "out.bin", "<f4").reshape(3, 40, 72)
+    model = runtime.load(models / source.name)
+    python = model.run(gaussian(3, 3, np.arange(40), np.arange(72))[None])[0]
+    assert python.std() > 0.01
     assert float(np.abs(rgb - python).max()) <= 1e-4
 
 

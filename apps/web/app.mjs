@@ -2,7 +2,8 @@
 // Query parameters, all optional: model=URL (default models/red_peppers.onnx), size=WxH, seed=N,
 // noise=URL (raw little-endian float32 noise at the padded size), run=1 (generate on load),
 // strength=0..1 and keep-colors=1 (style models' controls), backend=webgpu|wasm (default WebGPU
-// where this page gets an adapter, else wasm).
+// where this page gets an adapter, else wasm), tile=N (exact tiles of N pixels, where the model's
+// tiling parts load from beside its URL; by default only textures over 1024 pixels are tiled).
 import { BACKENDS, probeWebGPU } from './backends.mjs';
 import { attachCamera } from './camera.mjs';
 import { TextureNetwork, toImageData } from './tn.mjs';
@@ -28,14 +29,29 @@ async function guard(work) {
   }
 }
 
-async function openModel(bytes, source) {
+// The exact-tiling parts beside a model fetched from `url`, where its contract names them and
+// they are there (a model picked from a file comes alone: whole images only).
+async function fetchParts(network, url) {
+  const { coarse, fine } = network.contract.tiling;
+  if (!coarse || !fine) return;
+  const beside = (suffix) => url.replace(/\.onnx$/, suffix);
+  const parts = await Promise.all([coarse, fine].map((suffix) => fetch(beside(suffix))));
+  if (parts.every((r) => r.ok)) {
+    const bytes = await Promise.all(parts.map(async (r) => new Uint8Array(await r.arrayBuffer())));
+    network.attachParts(...bytes);
+  }
+}
+
+async function openModel(bytes, source, url = null) {
   status(`Loading ${source} on ${label(state.backend)}…`, 'busy');
   const network = await TextureNetwork.load(bytes, source, state.backend);
+  if (url) await fetchParts(network, url);
   const c = network.contract;
   [state.network, state.rerun] = [network, null];
   $('model-info').textContent =
     `${c.name}: ${c.mode} model, sides multiples of ${c.sizeMultiple} from ${c.minSize} ` +
-    `to ${c.maxSize} (here up to ${network.maxSide})` + (c.description ? `: ${c.description}` : '');
+    `to ${c.maxSize} (here up to ${network.maxSide}${network.parts ? ', in exact tiles' : ''})` +
+    (c.description ? `: ${c.description}` : '');
   $('texture-controls').hidden = c.mode !== 'texture';
   $('style-controls').hidden = c.mode !== 'style';
   $('camera-controls').hidden = c.mode !== 'style';
@@ -100,10 +116,12 @@ async function generate(noise = null) {
   const backend = await backendReady();
   status(`Generating ${width}x${height} on ${label(backend)}…`, 'busy');
   const start = performance.now();
-  const result = await state.network.synthesize(width, height, { seed, noise, backend });
+  const tile = params.has('tile') ? Number(params.get('tile')) : null;
+  const result = await state.network.synthesize(width, height, { seed, noise, backend, tile });
   show(result, `${state.network.contract.name}-${width}x${height}-seed${seed}.png`);
   const ms = Math.round(performance.now() - start);
-  status(`Generated ${width}x${height} on ${label(result.backend)} in ${ms} ms`, 'done');
+  const tiles = result.tiles ? ` in ${result.tiles} exact tiles` : '';
+  status(`Generated ${width}x${height}${tiles} on ${label(result.backend)} in ${ms} ms`, 'done');
 }
 
 // The chosen picture scaled (never enlarged) so its longest side is at most `max-side`.
@@ -191,7 +209,7 @@ guard(async () => {
     status('Choose an exported .onnx model (tn-export --format onnx).', 'idle');
     return;
   }
-  await openModel(new Uint8Array(await response.arrayBuffer()), url.split('/').pop());
+  await openModel(new Uint8Array(await response.arrayBuffer()), url.split('/').pop(), url);
   if (params.get('run') === '1' || params.has('noise')) {
     const noise = params.has('noise') ? await fetchBytes(params.get('noise')) : null;
     // Copy into an aligned buffer: the fetched bytes are exactly float32, little-endian.

@@ -5,6 +5,11 @@ import { openSession } from './backends.mjs';
 
 // WebAssembly has at most 4 GB of memory; activations of a 1024x1024 run take about 1.3 GB.
 export const BROWSER_MAX_SIDE = 1024;
+// With its exact-tiling parts a texture runs tile by tile (runtime/exact.py), in the memory of
+// one TILE x TILE tile and one block of 4 x 4 tiles, up to TILED_MAX_SIDE pixels a side.
+export const TILED_MAX_SIDE = 4096;
+const TILE = 256;
+const FEATURES = 'features'; // the coarse part's output, the fine part's first input
 export const MIN_SIDE = 16; // as tn_export.runtime: smaller outputs are padding more than picture
 
 const PREFIX = 'tn_export.';
@@ -100,6 +105,9 @@ export function readContract(bytes, source) {
     channelOrder: get('channel_order'),
     name: get('name'),
     description: get('description'),
+    padding: get('padding'),
+    // The exact-tiling parts beside the model and their reaches (runtime/exact.py), or none.
+    tiling: JSON.parse(meta[PREFIX + 'tiling'] ?? '{}'),
     formatVersion: int('format_version'),
   };
   if (contract.formatVersion > 1) {
@@ -130,13 +138,17 @@ const TWO_PI = Math.fround(2 * Math.PI);
 // A uniform in (0, 1) from a hash's 24 high bits, rounded as numpy's float32 sum rounds it.
 const uniform = (h) => Math.fround((h >>> 8) + 0.5) * 2 ** -24;
 
-// The `index`-th N(0, 1) noise image of `seed`, (depth, height, width) from position (0, 0):
-// tn_export.runtime's counter-based noise (noise.py), so a seed gives the texture tn-run gives.
-// Every value is computed in float32 steps as numpy does; log and cos may differ in the last bit.
-export function gaussianNoise(seed, depth, height, width, index = 0) {
+export const range = (start, stop) => Array.from({ length: stop - start }, (_, i) => start + i);
+
+// The `index`-th N(0, 1) noise image of `seed` at rows `ys` and columns `xs` (absolute
+// positions), (depth, ys.length, xs.length): tn_export.runtime's counter-based noise (noise.py),
+// so a seed gives the texture tn-run gives, whole or in tiles. Every value is computed in
+// float32 steps as numpy does; log and cos may differ in the last bit.
+export function gaussianNoise(seed, depth, ys, xs, index = 0) {
+  const [height, width] = [ys.length, xs.length];
   const key = fmix32(seed >>> 0);
-  const cols = Uint32Array.from({ length: width }, (_, x) => Math.imul(x, GOLDEN) >>> 0);
-  const rows = Uint32Array.from({ length: height }, (_, y) => fmix32(Math.imul(y, GOLDEN) >>> 0));
+  const cols = Uint32Array.from(xs, (x) => Math.imul(x, GOLDEN) >>> 0);
+  const rows = Uint32Array.from(ys, (y) => fmix32(Math.imul(y, GOLDEN) >>> 0));
   const out = new Float32Array(depth * height * width);
   for (let c = 0; c < depth; c++) {
     const channel = fmix32((key ^ Math.imul(index * depth + c, GOLDEN)) >>> 0);
@@ -183,12 +195,96 @@ function crop(rgb, height, width, h, w) {
   return out;
 }
 
+const mod = (i, n) => ((i % n) + n) % n;
+
+// Reach.window of runtime/exact.py: the window [w0, w1) a run of [start, stop) on an axis of
+// `length` reads, on the reach's grid; the whole axis where it would cover it.
+function reachWindow([before, after, align], start, stop, length, wrap) {
+  const w0 = Math.floor((start - before) / align) * align;
+  const w1 = Math.ceil((stop + after) / align) * align;
+  if (w1 - w0 >= length) return [0, length];
+  return wrap ? [w0, w1] : [Math.max(w0, 0), Math.min(w1, length)];
+}
+
+// ExactTiler.windows: what a block's tiles read through the fine part, plus the coarse reach.
+function blockWindow(tiling, start, side, length, wrap) {
+  const fine = reachWindow(tiling.fine_reach, start, Math.min(start + side, length), length, wrap);
+  return reachWindow(tiling.coarse_reach, ...fine, length, wrap);
+}
+
+// The mean of every s x s cell of a (channels, h, w) array.
+function averagePool(x, channels, h, w, s) {
+  const [ph, pw] = [h / s, w / s];
+  const out = new Float32Array(channels * ph * pw);
+  for (let c = 0; c < channels; c++) {
+    for (let y = 0; y < h; y++) {
+      const row = (c * ph + Math.floor(y / s)) * pw;
+      for (let v = 0; v < w; v++) out[row + Math.floor(v / s)] += x[(c * h + y) * w + v];
+    }
+  }
+  return out.map((sum) => sum / (s * s));
+}
+
+// The rows `ys` and columns `xs` of a (channels, h, w) array.
+function gather(x, channels, h, w, ys, xs) {
+  const out = new Float32Array(channels * ys.length * xs.length);
+  let i = 0;
+  for (let c = 0; c < channels; c++) {
+    for (const y of ys) {
+      const row = (c * h + y) * w;
+      for (const v of xs) out[i++] = x[row + v];
+    }
+  }
+  return out;
+}
+
+// The h x w region at (oy, ox) of a (3, th, tw) tile, into `rgb` (3, height, width) at (y, x).
+function paste(tile, th, tw, oy, ox, h, w, rgb, height, width, y, x) {
+  for (let c = 0; c < 3; c++) {
+    for (let r = 0; r < h; r++) {
+      const from = (c * th + oy + r) * tw + ox;
+      rgb.set(tile.subarray(from, from + w), (c * height + y + r) * width + x);
+    }
+  }
+}
+
 export class TextureNetwork {
   constructor(bytes, contract, source) {
     this.bytes = bytes;
     this.contract = contract;
     this.source = source;
     this.sessions = new Map(); // backend -> Promise of { ort, session }, made on first use
+    this.parts = null; // { coarse, fine }: the bytes of the exact-tiling parts, where loaded
+    this.partSessions = new Map(); // `${part} ${backend}` -> Promise of { ort, session }
+  }
+
+  // The parts tn-export wrote beside the model (contract.tiling names them): textures of any
+  // size up to TILED_MAX_SIDE then run in exact tiles.
+  attachParts(coarse, fine) {
+    this.parts = { coarse, fine };
+  }
+
+  partSession(part, backend) {
+    const key = `${part} ${backend}`;
+    if (!this.partSessions.has(key)) {
+      const opened = openSession(this.parts[part], backend);
+      opened.catch(() => this.partSessions.delete(key));
+      this.partSessions.set(key, opened);
+    }
+    return this.partSessions.get(key);
+  }
+
+  // One run of a part: `feeds` maps input names to [Float32Array, dims]; the output's data.
+  async runPart(part, backend, feeds, outputName) {
+    const { ort, session } = await this.partSession(part, backend);
+    const tensors = {};
+    for (const [name, [data, dims]] of Object.entries(feeds)) {
+      tensors[name] = new ort.Tensor('float32', data, dims);
+    }
+    const output = (await session.run(tensors))[outputName];
+    const result = output.data.slice();
+    for (const t of [...Object.values(tensors), output]) t.dispose?.();
+    return result;
   }
 
   // The model's contract from `bytes`, and its session on `backend` (so a broken file fails here).
@@ -217,6 +313,7 @@ export class TextureNetwork {
   }
 
   get maxSide() {
+    if (this.parts && this.contract.mode === 'texture') return TILED_MAX_SIDE;
     return Math.min(this.contract.maxSize, BROWSER_MAX_SIDE);
   }
 
@@ -249,20 +346,74 @@ export class TextureNetwork {
   // A width x height texture: from a seed, or from given noise at the padded size
   // (1, noise_depth, padded(height), padded(width)), which is how the tests compare with Python.
   // Every result says the backend it ran on.
-  async synthesize(width, height, { seed = 0, noise = null, backend = 'wasm' } = {}) {
+  // With its parts, a texture larger than BROWSER_MAX_SIDE (or any, given `tile`) runs in exact
+  // tiles of `tile` pixels; the result then says how many.
+  async synthesize(width, height, { seed = 0, noise = null, backend = 'wasm', tile = null } = {}) {
     if (this.contract.mode !== 'texture') {
       throw new Error(`${this.source} is a style model: choose an image to stylize`);
     }
     this.checkSize(width, height);
     const ph = this.padded(height);
     const pw = this.padded(width);
+    if (!noise && this.parts && (tile || Math.max(ph, pw) > BROWSER_MAX_SIDE)) {
+      const side = tile ?? TILE;
+      if (!Number.isInteger(side) || side < 1 || side % this.contract.sizeMultiple) {
+        throw new Error(`tile ${tile} must be a positive multiple of ${this.contract.sizeMultiple}`);
+      }
+      return { width, height, backend, ...(await this.tiled(width, height, seed, backend, side)) };
+    }
     const count = this.contract.noiseDepth * ph * pw;
     if (noise && noise.length !== count) {
       throw new Error(`noise has ${noise.length} values, ${count} expected for ${pw}x${ph}`);
     }
-    const input = noise ?? gaussianNoise(seed, this.contract.noiseDepth, ph, pw);
+    const input = noise ?? gaussianNoise(seed, this.contract.noiseDepth, range(0, ph), range(0, pw));
     const out = await this.run(backend, input, this.contract.noiseDepth, ph, pw);
     return { width, height, backend, rgb: crop(out, ph, pw, height, width) };
+  }
+
+  // runtime/exact.py's ExactTiler.tiles: the coarse part on blocks of 4 x 4 tiles (the noise
+  // pooled by the split), the fine part on each tile's window; positions wrap around the padded
+  // size (circular padding) or are clipped at its border. Equal to the whole image's run.
+  async tiled(width, height, seed, backend, tile) {
+    const { noiseDepth: depth, inputName, outputName, tiling } = this.contract;
+    const [s, wrap] = [tiling.split, this.contract.padding === 'circular'];
+    const [hp, wp] = [this.padded(height), this.padded(width)];
+    const block = 4 * tile;
+    const rgb = new Float32Array(3 * height * width);
+    let tiles = 0;
+    for (let by = 0; by < height; by += block) {
+      for (let bx = 0; bx < width; bx += block) {
+        const [cy0, cy1] = blockWindow(tiling, by, block, hp, wrap);
+        const [cx0, cx1] = blockWindow(tiling, bx, block, wp, wrap);
+        const [ch, cw] = [cy1 - cy0, cx1 - cx0];
+        const ys = range(cy0, cy1).map((y) => mod(y, hp));
+        const x = gaussianNoise(seed, depth, ys, range(cx0, cx1).map((v) => mod(v, wp)));
+        const pooled = [averagePool(x, depth, ch, cw, s), [1, depth, ch / s, cw / s]];
+        const features = await this.runPart('coarse', backend, { [inputName]: pooled }, FEATURES);
+        const channels = features.length / ((ch / s) * (cw / s));
+        for (let ty = by; ty < Math.min(by + block, hp, height); ty += tile) {
+          for (let tx = bx; tx < Math.min(bx + block, wp, width); tx += tile) {
+            const [ty1, tx1] = [Math.min(ty + tile, hp), Math.min(tx + tile, wp)];
+            const wy = reachWindow(tiling.fine_reach, ty, ty1, hp, wrap);
+            const wx = reachWindow(tiling.fine_reach, tx, tx1, wp, wrap);
+            // Window positions in the block's arrays (modulo: wrap-around).
+            const ry = range(...wy).map((y) => mod(y - cy0, hp));
+            const rx = range(...wx).map((v) => mod(v - cx0, wp));
+            const [fy, fx] = [ry, rx].map((r) => r.filter((_, i) => i % s === 0).map((v) => v / s));
+            const at = gather(features, channels, ch / s, cw / s, fy, fx);
+            const feeds = {
+              [FEATURES]: [at, [1, channels, fy.length, fx.length]],
+              [inputName]: [gather(x, depth, ch, cw, ry, rx), [1, depth, ry.length, rx.length]],
+            };
+            const out = await this.runPart('fine', backend, feeds, outputName);
+            const [h, w] = [Math.min(ty1, height) - ty, Math.min(tx1, width) - tx];
+            paste(out, ry.length, rx.length, ty - wy[0], tx - wx[0], h, w, rgb, height, width, ty, tx);
+            tiles += 1;
+          }
+        }
+      }
+    }
+    return { rgb, tiles };
   }
 
   // Stylize an ImageData (at most maxSide per side: scale it first). `strength` (0 = the photo,
