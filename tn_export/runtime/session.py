@@ -19,14 +19,16 @@ from ..sizes import probe_size
 
 
 def session_options(threads: int | None = None, low_memory: bool = True) -> ort.SessionOptions:
-    """Every graph optimisation, `threads` intra-op threads (None: onnxruntime's choice); with
-    `low_memory` no memory patterns and no NCHWc layout."""
+    """Every graph optimisation but, with `low_memory`, the NCHWc layout (and no memory
+    patterns); `threads` intra-op threads (None: onnxruntime's choice)."""
     options = ort.SessionOptions()
     # The NCHWc layout (ORT_ENABLE_ALL's layout optimisation) keeps blocked copies of the maps:
     # without it the bundled model at 512x512 peaks at 167 MiB over idle instead of 290, and runs
     # in 285 ms instead of 279 (1024x1024: 609 against 1090 MiB, 1.08 against 1.00 s).
-    level = "ORT_ENABLE_EXTENDED" if low_memory else "ORT_ENABLE_ALL"
-    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+    levels = ort.GraphOptimizationLevel
+    options.graph_optimization_level = (
+        levels.ORT_ENABLE_EXTENDED if low_memory else levels.ORT_ENABLE_ALL
+    )
     # Memory patterns pre-plan one big block per input shape: about half the peak RSS without
     # them at the same speed (design.md section 4). The arena stays on: without it, 30-100 % slower.
     options.enable_mem_pattern = not low_memory
