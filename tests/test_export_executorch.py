@@ -116,7 +116,8 @@ def test_the_bundled_model_passes_and_runs_a_non_square_size_as_pytorch_does(tmp
     reference = Reference(load_model("red_peppers")[0].generator, contract, [(96, 160)])
     forward = program.load_method("forward")
     ok, verdict, details = reference.compare(
-        lambda x: forward.execute([torch.from_numpy(x)])[0].numpy(), "fp32"
+        lambda feed: forward.execute([torch.from_numpy(x) for x in feed.values()])[0].numpy(),
+        "fp32",
     )
     assert ok, verdict
     assert list(details["max_abs_error"]) == ["160x96"]

@@ -241,11 +241,11 @@ def test_fp32_further_than_1e4_from_pytorch_passes_only_near_the_float64_result(
     pairs = list(zip(reference.inputs, reference.outputs, reference.exact_outputs, strict=True))
     torch32 = max(float(np.abs(y - exact).max()) for _, y, exact in pairs)
     assert torch32 > 1e-4  # PyTorch fp32 itself misses the 1e-4 bound here
-    exact_of = {x.numpy().tobytes(): exact for x, _, exact in pairs}
+    exact_of = {feed["noise"].numpy().tobytes(): exact for feed, _, exact in pairs}
 
     def answers(offset: float):
         """A model that gives the float64 result (rounded to float32), moved by `offset`."""
-        return lambda x: (exact_of[x.tobytes()] + offset).astype(np.float32)
+        return lambda feed: (exact_of[feed["noise"].tobytes()] + offset).astype(np.float32)
 
     ok, verdict, details = reference.compare(answers(0.0), "fp32")
     assert ok and "from the float64 result, within 2x PyTorch fp32's own" in verdict

@@ -211,7 +211,7 @@ def test_stylize_tiles_follow_tile_pixels(style_path, tmp_path, capsys, monkeypa
     shapes: list = []
     run_model = runtime.Model.run
     monkeypatch.setattr(
-        runtime.Model, "run", lambda m, x: shapes.append(x.shape) or run_model(m, x)
+        runtime.Model, "run", lambda m, x, style: shapes.append(x.shape) or run_model(m, x, style)
     )
     photo(300, 200).save(tmp_path / "p.png")
     args = ["stylize", style_path, tmp_path / "p.png", "-o", tmp_path / "o.png"]

@@ -202,7 +202,7 @@ def test_wrong_mode_calls_are_clear_errors(texture, style):
 def count_runs(model: runtime.Model, monkeypatch: pytest.MonkeyPatch) -> list:
     calls: list = []
     run = model.run
-    monkeypatch.setattr(model, "run", lambda x: calls.append(x.shape) or run(x))
+    monkeypatch.setattr(model, "run", lambda x, style=None: calls.append(x.shape) or run(x, style))
     return calls
 
 
@@ -483,4 +483,4 @@ def test_the_runtime_package_only_exports(tmp_path):
     assert kinds <= {"ImportFrom", "Assign"}, kinds
     assert set(runtime.__all__) == {"DEFAULT_OVERLAP", "DEFAULT_TILE_PIXELS",
                                     "IMAGE_BYTES_PER_PIXEL", "MIN_SIDE", "Model", "Progress",
-                                    "load"}  # fmt: skip
+                                    "load", "parse_mix", "style_weights"}  # fmt: skip

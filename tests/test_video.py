@@ -88,7 +88,9 @@ def test_frames_go_through_the_session_in_batches(style_path, clip, tmp_path, mo
     model = runtime.load(style_path)
     batches: list[int] = []
     real_run = model.run
-    monkeypatch.setattr(model, "run", lambda x: batches.append(len(x)) or real_run(x))
+    monkeypatch.setattr(
+        model, "run", lambda x, style=None: batches.append(len(x)) or real_run(x, style)
+    )
     from tn_export.runtime.video import stylize_video
 
     result = stylize_video(model, clip, tmp_path / "out.mp4", batch=5)

@@ -39,8 +39,9 @@ class Metadata(TypedDict, total=False):
     mode: str  # "texture" | "style"
     descriptor: str  # "vgg19", "vgg16", "random"; "vgg19 (upstream)" for a .t7
     layers: list[str]  # the descriptor layers of the texture loss
-    exemplar: str  # the texture's or style image's file name
+    exemplar: str  # the texture's or style image's file name (several styles: ", "-separated)
     exemplar_sha256: str
+    styles: list[str]  # conditional norms: the style names, in the order of the style weights
     train_config: dict  # TrainConfig as plain values
     world_size: int  # training processes under torchrun
     precision: dict[str, str]  # {"descriptor": "bf16" | "fp32", "generator": ...}

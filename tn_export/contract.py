@@ -48,7 +48,8 @@ class ModelContract:
 
     Texture models take unit Gaussian noise (N, noise_depth, H, W); style models take an RGB image
     in [0, 1] (N, 3, H, W). Both return RGB (N, 3, H, W) in [0, 1]. H and W must be multiples of
-    `size_multiple` within [min_size, max_size].
+    `size_multiple` within [min_size, max_size]. A model of several `styles` also takes their
+    weights, `style_input` (N, len(styles)): one-hot picks a style, a convex mix blends them.
     """
 
     mode: str  # "texture" | "style"
@@ -70,6 +71,8 @@ class ModelContract:
     tool_version: str = ""
     training: TrainingSummary = field(default_factory=TrainingSummary)
     tiling: Tiling = field(default_factory=Tiling)
+    styles: tuple[str, ...] = ()  # the style names, in the order of the style weights
+    style_input: str = "style"
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -103,10 +106,22 @@ class ModelContract:
             )
         if self.channels < 0:
             raise UserError(f"channels must be at least 0 (unknown), not {self.channels}")
+        object.__setattr__(self, "styles", tuple(self.styles))
+        if self.styles and self.mode != "style":
+            raise UserError("only style models hold several styles")
+        if any(not isinstance(n, str) or not n or "," in n or "=" in n for n in self.styles):
+            raise UserError(f"style names must be plain words, not {list(self.styles)}")
+        if len(set(self.styles)) < len(self.styles):
+            raise UserError(f"style names repeat: {list(self.styles)}")
 
     @property
     def input_channels(self) -> int:
         return self.noise_depth if self.mode == "texture" else 3
+
+    @property
+    def input_names(self) -> list[str]:
+        """The model's inputs, in order: the image (or noise), then the style weights if any."""
+        return [self.input_name, *([self.style_input] if self.styles else [])]
 
     @property
     def bytes_per_pixel(self) -> int:
@@ -118,7 +133,7 @@ class ModelContract:
     def to_metadata(self) -> dict[str, str]:
         """Flat string key/values, as both ONNX and Core ML metadata require."""
         return {
-            PREFIX + k: json.dumps(v) if isinstance(v, dict) else str(v)
+            PREFIX + k: json.dumps(v) if isinstance(v, dict | tuple) else str(v)
             for k, v in asdict(self).items()
         }
 
@@ -141,6 +156,10 @@ class ModelContract:
                     kwargs[f.name] = json.loads(raw)
                     if not isinstance(kwargs[f.name], dict):
                         raise ValueError(f"{f.name} is {raw[:40]!r}, not a JSON object")
+                elif f.name == "styles":
+                    kwargs[f.name] = json.loads(raw)
+                    if not isinstance(kwargs[f.name], list):
+                        raise ValueError(f"styles is {raw[:40]!r}, not a JSON list")
                 elif f.type == "int":
                     kwargs[f.name] = int(raw)
                 else:
@@ -172,9 +191,9 @@ def contract_problem(
         return str(e)
     if stored != contract:
         return "the contract read back from the file differs from the one written"
-    if (inputs, outputs) != ([contract.input_name], [contract.output_name]):
+    if (inputs, outputs) != (contract.input_names, [contract.output_name]):
         return (
             f"inputs/outputs are {(inputs, outputs)}, the contract says "
-            f"{contract.input_name}/{contract.output_name}"
+            f"{'+'.join(contract.input_names)}/{contract.output_name}"
         )
     return ""

@@ -12,7 +12,8 @@ from torch.nn import functional as F
 from .budget import check_generator
 
 Mode = Literal["texture", "style"]
-Norm = Literal["batch", "instance"]
+Norm = Literal["batch", "instance", "conditional"]
+MAX_STYLES = 256
 Padding = Literal["circular", "reflect", "zero"]
 
 
@@ -26,6 +27,7 @@ class GeneratorConfig:
     noise_depth: int = 3
     norm: Norm = "batch"
     padding: Padding = "circular"
+    styles: int = 0  # conditional norm: the styles it holds (a scale and shift each); else 0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -52,11 +54,42 @@ class CircularPad(nn.Module):
         return torch.cat([x[:, :, :, -1:], x, x[:, :, :, :1]], dim=3)
 
 
-def _norm(kind: Norm, channels: int) -> nn.Module:
+class ConditionalInstanceNorm2d(nn.Module):
+    """Instance norm with one scale and shift per style (Dumoulin et al., ICLR 2017), picked or
+    mixed by the style weights (N, styles): one-hot selects a style, a convex mix interpolates."""
+
+    def __init__(self, channels: int, styles: int) -> None:
+        super().__init__()
+        self.num_features = channels  # as torch's norms name it
+        self.weight = nn.Parameter(torch.ones(styles, channels))
+        self.bias = nn.Parameter(torch.zeros(styles, channels))
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        scale = (style @ self.weight)[:, :, None, None]
+        shift = (style @ self.bias)[:, :, None, None]
+        return F.instance_norm(x) * scale + shift
+
+
+class Block(nn.Sequential):
+    """Layers in order, as nn.Sequential; conditional norms also get the style weights."""
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
+        for layer in self:
+            x = layer(x, style) if isinstance(layer, ConditionalInstanceNorm2d) else layer(x)
+        return x
+
+
+def _norm(kind: Norm, channels: int, styles: int) -> nn.Module:
     if kind == "batch":
         return nn.BatchNorm2d(channels)
+    if kind == "conditional":
+        return ConditionalInstanceNorm2d(channels, styles)
     # Improved Texture Networks: per-sample statistics with a learned affine transform.
     return nn.InstanceNorm2d(channels, affine=True)
+
+
+def _apply(norm: nn.Module, x: torch.Tensor, style: torch.Tensor | None) -> torch.Tensor:
+    return norm(x, style) if isinstance(norm, ConditionalInstanceNorm2d) else norm(x)
 
 
 def _conv(cin: int, cout: int, kernel: int, padding: Padding) -> list[nn.Module]:
@@ -68,28 +101,32 @@ def _conv(cin: int, cout: int, kernel: int, padding: Padding) -> list[nn.Module]
     return [pad, nn.Conv2d(cin, cout, kernel)]
 
 
-def conv_block(cin: int, cout: int, norm: Norm, padding: Padding) -> nn.Sequential:
+def conv_block(cin: int, cout: int, norm: Norm, padding: Padding, styles: int = 0) -> Block:
     """conv3x3 -> norm -> LeakyReLU, conv3x3 -> norm -> LeakyReLU, conv1x1 -> norm -> LeakyReLU."""
     layers: list[nn.Module] = []
     for i, kernel in enumerate((3, 3, 1)):
         layers += _conv(cin if i == 0 else cout, cout, kernel, padding)
-        layers += [_norm(norm, cout), nn.LeakyReLU(0.01)]
-    return nn.Sequential(*layers)
+        layers += [_norm(norm, cout, styles), nn.LeakyReLU(0.01)]
+    return Block(*layers)
 
 
 class Join(nn.Module):
     """Upsample the coarser path x2, normalise both branches, concatenate, convolve."""
 
-    def __init__(self, coarse: int, fine: int, norm: Norm, padding: Padding) -> None:
+    def __init__(
+        self, coarse: int, fine: int, norm: Norm, padding: Padding, styles: int = 0
+    ) -> None:
         super().__init__()
         self.upsample = nn.Upsample(scale_factor=2.0, mode="nearest")  # a module: exporters swap it
-        self.coarse_norm = _norm(norm, coarse)
-        self.fine_norm = _norm(norm, fine)
-        self.block = conv_block(coarse + fine, coarse + fine, norm, padding)
+        self.coarse_norm = _norm(norm, coarse, styles)
+        self.fine_norm = _norm(norm, fine, styles)
+        self.block = conv_block(coarse + fine, coarse + fine, norm, padding, styles)
 
-    def forward(self, coarse: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
-        up = self.upsample(coarse)
-        return self.block(torch.cat([self.coarse_norm(up), self.fine_norm(fine)], dim=1))
+    def forward(
+        self, coarse: torch.Tensor, fine: torch.Tensor, style: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        up = _apply(self.coarse_norm, self.upsample(coarse), style)
+        return self.block(torch.cat([up, _apply(self.fine_norm, fine, style)], dim=1), style)
 
 
 class PyramidGenerator(nn.Module):
@@ -99,6 +136,7 @@ class PyramidGenerator(nn.Module):
     in [0, 1] (N, 3, H, W) and appends noise channels to every scale: fresh N(0, 1) noise while
     training, zeros in eval mode, so an exported style model is deterministic. The output is RGB,
     nominally in [0, 1] (not clamped: the descriptor sees the raw values while training).
+    With `norm="conditional"` it holds `styles` styles and takes their weights (N, styles) too.
     """
 
     def __init__(
@@ -109,22 +147,28 @@ class PyramidGenerator(nn.Module):
         noise_depth: int = 3,
         norm: Norm = "batch",
         padding: Padding = "circular",
+        styles: int = 0,
     ) -> None:
         super().__init__()
         if mode not in ("texture", "style"):
             raise ValueError(f"mode must be 'texture' or 'style', not {mode!r}")
-        if norm not in ("batch", "instance"):
-            raise ValueError(f"norm must be 'batch' or 'instance', not {norm!r}")
+        if norm not in ("batch", "instance", "conditional"):
+            raise ValueError(f"norm must be 'batch', 'instance' or 'conditional', not {norm!r}")
+        if (norm == "conditional") != (styles > 0) or not 0 <= styles <= MAX_STYLES:
+            raise ValueError(
+                f"styles must be 1 to {MAX_STYLES} with norm 'conditional' and 0 without it, "
+                f"not {styles!r} with norm {norm!r}"
+            )
         if padding not in ("circular", "reflect", "zero"):
             raise ValueError(f"padding must be 'circular', 'reflect' or 'zero', not {padding!r}")
         check_generator(mode, scales, channels, noise_depth)  # before a weight is allocated
-        self.config = GeneratorConfig(mode, scales, channels, noise_depth, norm, padding)
+        self.config = GeneratorConfig(mode, scales, channels, noise_depth, norm, padding, styles)
         scale_in = noise_depth if mode == "texture" else 3 + noise_depth
         self.branches = nn.ModuleList(
-            conv_block(scale_in, channels, norm, padding) for _ in range(scales)
+            conv_block(scale_in, channels, norm, padding, styles) for _ in range(scales)
         )
         self.joins = nn.ModuleList(
-            Join(channels * i, channels, norm, padding) for i in range(1, scales)
+            Join(channels * i, channels, norm, padding, styles) for i in range(1, scales)
         )
         self.to_rgb = nn.Conv2d(channels * scales, 3, 1)
 
@@ -161,30 +205,44 @@ class PyramidGenerator(nn.Module):
             noise = pooled.new_zeros(shape)
         return torch.cat([pooled, noise], dim=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
         expected = self.config.input_channels
         if x.dim() != 4 or x.shape[1] != expected:
             raise ValueError(f"expected input of shape (N, {expected}, H, W), got {tuple(x.shape)}")
         self.check_size(x.shape[2], x.shape[3])
-        return self.tail(self.head(x), x)
+        styles = self.config.styles
+        if styles and (style is None or style.shape != (x.shape[0], styles)):
+            got = "none" if style is None else tuple(style.shape)
+            raise ValueError(f"expected style weights of shape ({x.shape[0]}, {styles}), got {got}")
+        if not styles and style is not None:
+            raise ValueError("this generator holds one style: it takes no style weights")
+        return self.tail(self.head(x, style=style), x, style=style)
 
-    def head(self, x: torch.Tensor, split: int = 1, given: int = 1) -> torch.Tensor:
+    def head(
+        self, x: torch.Tensor, split: int = 1, given: int = 1, style: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The scales of ratio >= `split`, joined: features at ratio `split` with
         channels * (number of those scales) channels. `x` is the input pooled by `given`."""
-        out = self.branches[0](self._scale_input(x, self.ratios[0], given))
+        out = self.branches[0](self._scale_input(x, self.ratios[0], given), style)
         for ratio, branch, join in zip(self.ratios[1:], self.branches[1:], self.joins, strict=True):
             if ratio < split:
                 break
-            out = join(out, branch(self._scale_input(x, ratio, given)))
+            out = join(out, branch(self._scale_input(x, ratio, given), style), style)
         return out
 
-    def tail(self, features: torch.Tensor, x: torch.Tensor, split: int = 1) -> torch.Tensor:
+    def tail(
+        self,
+        features: torch.Tensor,
+        x: torch.Tensor,
+        split: int = 1,
+        style: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """The rest after `head(.., split)`: the scales of ratio < `split` joined onto
         `features`, then RGB. `x` is the full-resolution input."""
         out = features
         for ratio, branch, join in zip(self.ratios[1:], self.branches[1:], self.joins, strict=True):
             if ratio < split:
-                out = join(out, branch(self._scale_input(x, ratio)))
+                out = join(out, branch(self._scale_input(x, ratio), style), style)
         return self.to_rgb(out)
 
     def sample_input(

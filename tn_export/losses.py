@@ -22,7 +22,8 @@ def texture_loss(
     relative: bool = False,
 ) -> torch.Tensor:
     """Sum over layers of the mean squared difference between Gram matrices (upstream's loss and
-    the quality yardstick of `tn-bench quality`). `target_grams[layer]` is (C, C) or (1, C, C).
+    the quality yardstick of `tn-bench quality`). `target_grams[layer]` is (C, C), (1, C, C), or
+    (N, C, C): one target per sample (several styles).
 
     `relative` divides each layer's error by the mean square of its target Gram, so every layer
     counts alike and an unrelated image scores about 1 per layer. Absolute errors let the layers
@@ -33,8 +34,10 @@ def texture_loss(
     for layer in layers:
         g = gram_matrix(features[layer])
         t = target_grams[layer]
-        error = (g - t.expand_as(g)).pow(2).mean()
-        total = total + (error / t.pow(2).mean() if relative else error)
+        error = (g - t.expand_as(g)).pow(2).mean(dim=(-2, -1))
+        if relative:
+            error = error / t.pow(2).mean(dim=(-2, -1))
+        total = total + error.mean()
     return total
 
 

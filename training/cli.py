@@ -34,9 +34,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     style = sub.add_parser("style", help="content image + noise -> stylized image")
     style.add_argument("--style", dest="exemplar", required=True, type=Path, help="the style image")
-    style.add_argument("--content", required=True, nargs="+", help="content images or folders")
+    styles = sub.add_parser(
+        "styles", help="several styles in one generator (conditional instance norms)"
+    )
+    styles.add_argument(
+        "--style", dest="exemplars", required=True, nargs="+", type=Path, help="the style images"
+    )
     d = DEFAULTS
-    for p in (texture, style):
+    for p in (style, styles):
+        p.add_argument("--content", required=True, nargs="+", help="content images or folders")
+    for p in (texture, style, styles):
         p.set_defaults(**{k: v for k, v in d.items() if k not in PAPER})
         p.add_argument("-o", "--out", required=True, type=Path, help="run folder")
         side, count = number(int, 1, budget.MAX_SIDE), number(int, 1, budget.count())
@@ -88,7 +95,8 @@ def _parser() -> argparse.ArgumentParser:
             type=WEIGHT,
             help="weight of the term that keeps the samples of a batch apart",
         )
-        p.add_argument("--norm", choices=["batch", "instance"], help="the generator's norms")
+        if p is not styles:  # several styles: conditional norms, one scale and shift per style
+            p.add_argument("--norm", choices=["batch", "instance"], help="the generator's norms")
         p.add_argument(
             "--padding",
             choices=["circular", "reflect", "zero"],
@@ -141,10 +149,26 @@ def _schedule(args: argparse.Namespace) -> dict:
     return {k: DEFAULTS[k] for k in PAPER} | preset | asked
 
 
+def _styles(args: argparse.Namespace) -> dict:
+    """tn-train styles: a style model whose conditional norms hold every --style, in order."""
+    if args.mode != "styles":
+        return {}
+    names = [path.stem for path in args.exemplars]
+    if len(set(names)) < len(names):
+        twice = next(n for n in names if names.count(n) > 1)
+        raise UserError(
+            f"two styles are named {twice!r} (a style's name is its file name without the "
+            "suffix, as tn-run --style takes it); rename one"
+        )
+    first, *more = args.exemplars
+    return {"mode": "style", "exemplar": first, "more_styles": more, "norm": "conditional"}
+
+
 def config(args: argparse.Namespace) -> TrainConfig:
     """The run's TrainConfig: the options given, the preset's schedule, TrainConfig's defaults."""
     relative = None if args.gram_loss is None else args.gram_loss == "relative"
-    return TrainConfig(**given(args, TrainConfig) | _schedule(args) | {"relative_loss": relative})
+    chosen = given(args, TrainConfig) | _schedule(args) | {"relative_loss": relative}
+    return TrainConfig(**chosen | _styles(args))
 
 
 def _check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
@@ -170,9 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # What train() writes into the run folder; no input may be among it.
     written = [args.out / "model.pt", args.out / "log.jsonl", args.out / "samples"]
-    refuse_overwriting_inputs(written, [args.exemplar, *image_files(args.content)])
-    load_exemplar(args.exemplar)  # a bad exemplar fails here, before any model is built
     cfg = config(args)
+    refuse_overwriting_inputs(written, [*cfg.exemplars, *image_files(cfg.content)])
+    for exemplar in cfg.exemplars:  # a bad exemplar fails here, before any model is built
+        load_exemplar(exemplar)
     _check_run_folder(args.out, args.resume, args.overwrite)
     check_outputs(written[:2], written[2:])  # once every argument is good: no stray folders
     try:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TextIO
 
 import torch
+from torch.nn import functional as F
 from tqdm import tqdm
 
 from tn_export import budget
@@ -49,9 +50,12 @@ class TrainConfig:
     upstream texture_nets v1's settings (`tn-train --preset paper`)."""
 
     mode: str  # "texture" | "style"
-    exemplar: Path  # the texture (texture mode) or style image (style mode)
+    exemplar: Path  # the texture (texture mode) or style image (style mode); the first style
     out: Path
     content: list[str] = field(default_factory=list)
+    # tn-train styles: the styles after the first, learnt together by conditional norms (one
+    # scale and shift per style, the rest shared); each batch mixes them.
+    more_styles: list[Path] = field(default_factory=list)
     image_size: int = 256
     batch_size: int = 2
     iterations: int = 5200
@@ -84,11 +88,25 @@ class TrainConfig:
     log_every: int = 10
     resume: bool = False
 
+    @property
+    def exemplars(self) -> list[Path]:
+        """Every style (or the texture), in the order of the style weights."""
+        return [self.exemplar, *self.more_styles]
+
+    @property
+    def styles(self) -> int:
+        """The generator's `styles`: how many its conditional norms hold (0: no style input)."""
+        return len(self.exemplars) if self.norm == "conditional" else 0
+
     def __post_init__(self) -> None:
         if self.relative_loss is None:
             self.relative_loss = self.mode == "style"
         if self.layers is None:
             self.layers = TEXTURE_LAYERS if self.mode == "texture" else STYLE_LAYERS
+        if (self.more_styles or self.norm == "conditional") and self.mode != "style":
+            raise UserError("several styles and --norm conditional are for style models")
+        if self.more_styles and self.norm != "conditional":
+            raise UserError("several styles need conditional norms (tn-train styles)")
         for name in (
             "image_size",
             "batch_size",
@@ -122,6 +140,11 @@ class TrainConfig:
                 raise UserError(f"--{part}-precision must be auto, fp32 or bf16")
         if self.diversity_weight and self.batch_size < 2:
             raise UserError("--diversity-weight needs --batch-size of at least 2")
+        if self.batch_size < len(self.exemplars):
+            raise UserError(
+                f"--batch-size {self.batch_size} is smaller than the {len(self.exemplars)} "
+                "styles: every batch holds each style at least once"
+            )
         if self.device == "cuda" and not torch.cuda.is_available():
             raise UserError(
                 "--device cuda asked for, but no CUDA GPU is available; use --device cpu"
@@ -196,17 +219,26 @@ class _Objective:
             return self.descriptor(images)
 
     @torch.no_grad()
-    def aim_at(self, exemplar: torch.Tensor) -> None:
-        """Set the targets: the exemplar's Gram matrices on the texture layers."""
-        feats = self.describe(exemplar)
-        self.targets = {k: gram_matrix(feats[k].float()) for k in self.cfg.layers}
+    def aim_at(self, exemplars: list[torch.Tensor]) -> None:
+        """Set the targets: the exemplars' Gram matrices on the texture layers, (styles, C, C)."""
+        grams = [
+            {k: gram_matrix(v.float()) for k, v in self.describe(e).items() if k in self.cfg.layers}
+            for e in exemplars
+        ]
+        self.targets = {k: torch.cat([g[k] for g in grams]) for k in self.cfg.layers}
 
-    def terms(self, x: torch.Tensor, out: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The weighted loss terms of the generator's output `out` for its input `x`."""
+    def terms(
+        self, x: torch.Tensor, out: torch.Tensor, styles: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The weighted loss terms of the generator's output `out` for its input `x`; `styles`:
+        the style index of each sample (several styles), whose targets it is scored against."""
         cfg, feats = self.cfg, self.describe(out)
+        targets = (
+            self.targets if styles is None else {k: t[styles] for k, t in self.targets.items()}
+        )
         terms = {
             "texture": cfg.style_weight
-            * texture_loss(feats, self.targets, cfg.layers, cfg.relative_loss)
+            * texture_loss(feats, targets, cfg.layers, cfg.relative_loss)
         }
         if self.content:
             with torch.no_grad():
@@ -252,6 +284,19 @@ class _Run:
             x = self.crops.batch(cfg.batch_size, self.share)
         return x.to(self.ranks.device)
 
+    def styles_of(self, it: int) -> torch.Tensor | None:
+        """The style index of each sample of this rank's share at iteration `it` (several
+        styles: they take turns through the global batch, shifted by one every iteration), or
+        None."""
+        if not self.cfg.styles:
+            return None
+        count = self.cfg.styles
+        return (
+            (torch.arange(self.cfg.batch_size) + it)[self.share]
+            .remainder(count)
+            .to(self.ranks.device)
+        )
+
 
 def _setup(cfg: TrainConfig, ranks: Ranks) -> _Run:
     """The objective, the generator and its optimiser, resumed from OUT/model.pt if asked."""
@@ -260,7 +305,7 @@ def _setup(cfg: TrainConfig, ranks: Ranks) -> _Run:
         raise UserError("--diversity-weight needs at least 2 samples per process in --batch-size")
     device = ranks.device
     torch.manual_seed(cfg.seed)
-    exemplar = load_exemplar(cfg.exemplar).to(device)
+    exemplars = [load_exemplar(path).to(device) for path in cfg.exemplars]
     crops = ContentCrops(cfg.content, cfg.image_size) if cfg.mode == "style" else None
     needs = list(cfg.layers) + ([cfg.content_layer] if crops else [])
     descriptor = load_descriptor(cfg.descriptor, needs, cfg.descriptor_weights)
@@ -269,8 +314,9 @@ def _setup(cfg: TrainConfig, ranks: Ranks) -> _Run:
     bf16 = {part: _bf16(getattr(cfg, f"{part}_precision"), device) for part in PARTS}
     cast = {part: torch.autocast(device.type, torch.bfloat16, enabled=bf16[part]) for part in PARTS}
     objective = _Objective(cfg, descriptor, cast["descriptor"], content=crops is not None)
-    objective.aim_at(exemplar)
-    generator = PyramidGenerator(cfg.mode, norm=cfg.norm, padding=cfg.padding).to(device)
+    objective.aim_at(exemplars)
+    generator = PyramidGenerator(cfg.mode, norm=cfg.norm, padding=cfg.padding, styles=cfg.styles)
+    generator = generator.to(device)
     model = ranks.wrap(generator)
     optimizer = torch.optim.Adam(generator.parameters(), lr=cfg.lr)
     schedule = torch.optim.lr_scheduler.StepLR(optimizer, cfg.lr_step, gamma=cfg.lr_decay)
@@ -281,12 +327,14 @@ def _setup(cfg: TrainConfig, ranks: Ranks) -> _Run:
         "mode": cfg.mode,
         "descriptor": cfg.descriptor,
         "layers": list(cfg.layers),
-        "exemplar": cfg.exemplar.name,
-        "exemplar_sha256": sha256(cfg.exemplar),
-        "train_config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
+        "exemplar": ", ".join(path.name for path in cfg.exemplars),
+        "exemplar_sha256": ", ".join(sha256(path) for path in cfg.exemplars),
+        "train_config": json.loads(json.dumps(asdict(cfg), default=str)),
         "world_size": ranks.world_size,
         "precision": {part: "bf16" if on else "fp32" for part, on in bf16.items()},
     }
+    if cfg.styles:
+        metadata["styles"] = [path.stem for path in cfg.exemplars]
     generator.train()
     return _Run(
         cfg=cfg,
@@ -310,12 +358,13 @@ def _step(run: _Run, it: int) -> tuple[torch.Tensor, dict[str, float]]:
     """One optimiser step on the next batch: its input and its loss terms (the global batch's,
     the same on every rank, so that all ranks stop together on a NaN)."""
     cfg = run.cfg
-    x = run.next_input()
+    x, styles = run.next_input(), run.styles_of(it)
+    weights = None if styles is None else F.one_hot(styles, cfg.styles).float()
     with run.generate_cast, run.ranks.own_noise(cfg.seed, it) if run.crops else nullcontext():
-        out = run.model(x).float()
+        out = (run.model(x) if weights is None else run.model(x, weights)).float()
     if it > cfg.iterations - cfg.clamp_last:
         out = straight_through_clamp(out)
-    terms = run.objective.terms(x, out)
+    terms = run.objective.terms(x, out, styles)
     loss = sum(terms.values())
     means = run.ranks.mean(torch.stack(list(terms.values()))).tolist()
     averaged = dict(zip(terms, means, strict=True))
@@ -345,7 +394,9 @@ def straight_through_clamp(images: torch.Tensor) -> torch.Tensor:
 def _sample(run: _Run, x: torch.Tensor, it: int) -> dict[str, float]:
     """Save a sample of the batch's first input; for textures, return the quality yardstick on
     what a user would get now (docs/training.md)."""
-    _save_sample(run.generator, x, run.cfg.out / "samples" / f"iter_{it:06d}.png")
+    _save_sample(
+        run.generator, x, run.cfg.out / "samples" / f"iter_{it:06d}.png", run.styles_of(it)
+    )
     if run.crops is not None:
         return {}
     return {"eval_distance": _eval_distance(run.generator, run.objective)}
@@ -464,11 +515,15 @@ def _eval_distance(generator: PyramidGenerator, objective: _Objective) -> float:
 
 
 @torch.no_grad()
-def _save_sample(generator: PyramidGenerator, x: torch.Tensor, path: Path) -> None:
-    """Save one eval-mode output of the current batch's first input (keeps the RNG untouched)."""
+def _save_sample(
+    generator: PyramidGenerator, x: torch.Tensor, path: Path, styles: torch.Tensor | None
+) -> None:
+    """Save one eval-mode output of the current batch's first input, in its style (keeps the RNG
+    untouched)."""
     was_training = generator.training
     generator.eval()
-    image = generator(x[:1]).squeeze(0).float().cpu().numpy()
+    args = () if styles is None else (F.one_hot(styles[:1], generator.config.styles).float(),)
+    image = generator(x[:1], *args).squeeze(0).float().cpu().numpy()
     generator.train(was_training)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image(from_array(image), path)

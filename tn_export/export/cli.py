@@ -147,7 +147,8 @@ def table(results: list[ExportResult]) -> str:
     head = ("Format", "Precision", "Artifact", "Size", "Inputs -> outputs", "Validation", "Time")
     rows = [head]
     for a in results:
-        io = " -> ".join(f"{k} ({', '.join(v)})" if v else k for k, v in a.io.items())
+        named = [f"{k} ({', '.join(v)})" if v else k for k, v in a.io.items()]
+        io = ", ".join(named[:-1]) + " -> " + named[-1] if named else ""  # one output, last
         rows.append(
             (
                 FORMATS[a.format].label,

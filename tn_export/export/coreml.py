@@ -20,7 +20,7 @@ from ..contract import ModelContract
 from ..errors import UserError
 from ..sizes import default_size
 from .formats import Job
-from .graph import dynamic_shapes, example_input
+from .graph import dynamic_shapes, example_inputs
 
 PRECISIONS = {"fp16": ct.precision.FLOAT16, "fp32": ct.precision.FLOAT32}
 MAX_ENUMERATED_SHAPES = 128  # Core ML's limit for EnumeratedShapes
@@ -35,8 +35,8 @@ class PixelOutput(nn.Module):
         super().__init__()
         self.deployable = deployable
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.deployable(x) * 255.0
+    def forward(self, x: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
+        return self.deployable(x, style) * 255.0
 
 
 def _check_options(
@@ -112,14 +112,14 @@ def export_coreml(
     d = default_size(contract)
     program = torch.export.export(
         model,
-        (example_input(contract, d, d),),
+        tuple(example_inputs(contract, d, d).values()),
         dynamic_shapes=dynamic_shapes(contract, dynamic_batch=False),
     ).run_decompositions({})
     given, made = _io_types(contract, shapes, image_io)
     mlmodel = ct.convert(
         program,
         convert_to="mlprogram",
-        inputs=[given],
+        inputs=given,
         outputs=[made],
         compute_precision=PRECISIONS[precision],
         # iOS 15 brought ML programs; image outputs need iOS 16. The lowest that works wins.
@@ -131,7 +131,8 @@ def export_coreml(
 
 
 def _io_types(contract: ModelContract, shapes: list[tuple[int, int]] | None, image_io: bool):
-    """Core ML's input and output types: float32 arrays, or RGB images with 0..255 pixels."""
+    """Core ML's input types and output type: float32 arrays, or RGB images with 0..255 pixels;
+    the style weights of several styles are a (1, styles) array."""
     shape = _flexible_shape(contract, shapes)
     if image_input(contract, image_io):
         given = ct.ImageType(
@@ -146,7 +147,8 @@ def _io_types(contract: ModelContract, shapes: list[tuple[int, int]] | None, ima
         made = ct.ImageType(name=contract.output_name, color_layout=ct.colorlayout.RGB)
     else:
         made = ct.TensorType(name=contract.output_name, dtype=np.float32)
-    return given, made
+    weights = [(contract.style_input, (1, len(contract.styles)))] if contract.styles else []
+    return [given, *(ct.TensorType(n, shape, dtype=np.float32) for n, shape in weights)], made
 
 
 def _describe(
@@ -170,6 +172,11 @@ def _describe(
         given = f"RGB image in [0, 1], shape (1, 3, H, W); {sizes}"
     made = "RGB image, same size as the input" if image_io else "RGB in [0, 1], shape (1, 3, H, W)"
     mlmodel.input_description[contract.input_name] = given
+    if contract.styles:
+        mlmodel.input_description[contract.style_input] = (
+            f"style weights, shape (1, {len(contract.styles)}), in the order "
+            f"{', '.join(contract.styles)}: one-hot picks a style, weights summing to 1 mix them"
+        )
     mlmodel.output_description[contract.output_name] = made
 
 

@@ -18,6 +18,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
 from executorch.exir import (
@@ -33,7 +34,7 @@ from torch.utils.flop_counter import conv_flop_count
 from ..contract import ModelContract, contract_problem
 from ..generator import CircularPad, PyramidGenerator
 from ..sizes import default_size
-from .graph import example_input
+from .graph import example_inputs
 
 if TYPE_CHECKING:
     from .formats import Job, Options
@@ -153,10 +154,11 @@ def lower(deployable: nn.Module, contract: ModelContract) -> tuple[ExecutorchPro
         m * torch.export.Dim(axis, min=contract.min_size // m, max=contract.max_size // m)
         for axis in ("h", "w")
     ]
+    inputs = tuple(example_inputs(contract, side, side).values())
     program = torch.export.export(
         xnnpack_form(deployable, contract.max_size),
-        (example_input(contract, side, side),),
-        dynamic_shapes=({2: dims[0], 3: dims[1]},),
+        inputs,
+        dynamic_shapes=({2: dims[0], 3: dims[1]}, *[{}] * (len(inputs) - 1)),
     )
     edge = to_edge_transform_and_lower(
         program,
@@ -242,16 +244,17 @@ def load(path: str | os.PathLike):
 
 
 def signature(path: Path) -> dict[str, list[str]]:
-    """The forward method's input and output, named by the program's contract, with their dims:
-    batch 1, channels, and H/W as lo..hi."""
+    """The forward method's inputs and output, named by the program's contract, with their dims:
+    batch 1, channels (or styles), and H/W as lo..hi."""
     program = load(path)
     contract = contract_of(program, os.fspath(path))
     meta = program.metadata("forward")
     side = f"{contract.min_size}..{contract.max_size}"
-    tensors = [meta.input_tensor_meta(0), meta.output_tensor_meta(0)]
-    names = [contract.input_name, contract.output_name]
+    inputs = [meta.input_tensor_meta(i) for i in range(meta.num_inputs())]
+    tensors = [*inputs, meta.output_tensor_meta(0)]
+    names = [*contract.input_names, contract.output_name]
     return {
-        name: [str(t.sizes()[0]), str(t.sizes()[1]), side, side]
+        name: [str(d) for d in t.sizes()[:2]] + ([side, side] if len(t.sizes()) == 4 else [])
         for name, t in zip(names, tensors, strict=True)
     }
 
@@ -272,7 +275,8 @@ def validate(
         "backend": f"ExecuTorch {version('executorch')} XNNPACK",
     }
     meta = program.metadata("forward")
-    arity = [reference.contract.input_name] * meta.num_inputs()
+    names = reference.contract.input_names
+    arity = (names * meta.num_inputs())[: meta.num_inputs()]  # as many names as it has inputs
     problem = contract_problem(
         reference.contract,
         lambda: contract_of(program, os.fspath(path)),
@@ -283,7 +287,7 @@ def validate(
         return Validation(False, f"metadata: {problem}", details)
     forward = program.load_method("forward")
 
-    def predict(x):
-        return forward.execute([torch.from_numpy(x)])[0].numpy()
+    def predict(feed: dict[str, np.ndarray]) -> np.ndarray:
+        return forward.execute([torch.from_numpy(x) for x in feed.values()])[0].numpy()
 
     return reference.validation(predict, precision, details)

@@ -17,8 +17,9 @@ class Deployable(nn.Module):
         self.generator = generator
         self.eval()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.generator(x).clamp(0.0, 1.0)
+    def forward(self, x: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.generator(x) if style is None else self.generator(x, style)
+        return out.clamp(0.0, 1.0)
 
 
 def delivered(images: torch.Tensor) -> torch.Tensor:
@@ -35,12 +36,31 @@ def example_input(contract: ModelContract, height: int, width: int, seed: int = 
     return torch.nn.functional.interpolate(low, size=(height, width), mode="bilinear")
 
 
+def example_style(contract: ModelContract, seed: int = 0) -> torch.Tensor:
+    """Style weights (1, styles) of a model of several styles: seed i < styles picks style i,
+    larger seeds mix them all (random convex weights), so that a check covers both."""
+    count = len(contract.styles)
+    if seed < count:
+        return torch.nn.functional.one_hot(torch.tensor([seed]), count).float()
+    weights = torch.rand(1, count, generator=torch.Generator().manual_seed(seed)) + 0.1
+    return weights / weights.sum()
+
+
+def example_inputs(
+    contract: ModelContract, height: int, width: int, seed: int = 0
+) -> dict[str, torch.Tensor]:
+    """Every input of the model (contract.input_names) at the given size, by name."""
+    x = example_input(contract, height, width, seed)
+    return dict(zip(contract.input_names, (x, example_style(contract, seed)), strict=False))
+
+
 def dynamic_shapes(contract: ModelContract, dynamic_batch: bool) -> dict:
-    """torch.export dims: H and W are multiples of size_multiple within the contract's bounds."""
+    """torch.export dims: H and W are multiples of size_multiple within the contract's bounds;
+    the style weights share the image's batch."""
     m = contract.size_multiple
     h = m * torch.export.Dim("h", min=contract.min_size // m, max=contract.max_size // m)
     w = m * torch.export.Dim("w", min=contract.min_size // m, max=contract.max_size // m)
-    spec = {2: h, 3: w}
+    spec, style = {2: h, 3: w}, {}
     if dynamic_batch:
-        spec[0] = torch.export.Dim("batch", min=1, max=64)
-    return {"x": spec}
+        spec[0] = style[0] = torch.export.Dim("batch", min=1, max=64)
+    return {"x": spec, "style": style} if contract.styles else {"x": spec}

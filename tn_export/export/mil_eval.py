@@ -256,6 +256,12 @@ def _fill(shape: Sequence[int], value: float = 0.0) -> np.ndarray:
 
 
 # The output var's declared dtype performs the conversion (see _store), so cast is the identity.
+def _linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+    """MIL's linear: x @ weight^T + bias, weight (out, in); a style mix in conditional norms."""
+    y = x @ weight.T
+    return y if bias is None else y + bias
+
+
 OPS: dict[str, Callable[..., np.ndarray]] = {
     "add": lambda x, y: x + y,
     "sub": lambda x, y: x - y,
@@ -276,6 +282,9 @@ OPS: dict[str, Callable[..., np.ndarray]] = {
     "slice_by_size": _slice_by_size,
     "gather": _gather,
     "fill": _fill,
+    "linear": _linear,
+    # Axes count in the result's rank, as numpy's do.
+    "expand_dims": lambda x, axes: np.expand_dims(x, tuple(int(a) for a in axes)),
 }
 
 

@@ -14,7 +14,7 @@ from ..generator import CircularPad
 from ..sizes import default_size
 from .fold import fold_batch_norms
 from .formats import Job
-from .graph import dynamic_shapes, example_input
+from .graph import dynamic_shapes, example_inputs
 from .parts import export_parts
 from .precision import to_fp16, to_int8
 
@@ -79,11 +79,11 @@ def trace(
     the contract only the signature counts (any size inside the bounds traces the same graph)."""
     if inputs is None:
         side = default_size(contract)
-        inputs = {contract.input_name: example_input(contract, side, side)}
+        inputs = example_inputs(contract, side, side)
         shapes = dynamic_shapes(contract, dynamic_batch)
         outputs = [contract.output_name]
     if dynamic_batch:  # a batch of 1 would be traced as a constant by the wrap padding
-        inputs = {name: x.repeat(2, 1, 1, 1) for name, x in inputs.items()}
+        inputs = {name: x.repeat(2, *[1] * (x.dim() - 1)) for name, x in inputs.items()}
     program = torch.onnx.export(
         lean(deployable, joins=fold_joins),
         tuple(inputs.values()),

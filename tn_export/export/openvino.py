@@ -32,7 +32,7 @@ CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
 def to_openvino(src: Path, dst: Path, contract: ModelContract, compress_to_fp16: bool) -> None:
     """Convert ONNX `src` to IR `dst` (the .bin beside it), H/W bounded by the contract."""
     model = ov.convert_model(os.fspath(src))
-    (given,) = model.inputs
+    given = model.inputs[0]  # then the style weights, whose shape the ONNX model fixes
     batch = given.get_partial_shape()[0]  # ? where the ONNX model has a dynamic batch, else 1
     side = ov.Dimension(contract.min_size, contract.max_size)
     channels = contract.input_channels
@@ -128,7 +128,7 @@ def validate(
     if problem:
         return Validation(False, f"metadata: {problem}", details)
     compiled = compile_cpu(model)
-    return reference.validation(lambda x: compiled(x)[0], precision, details)
+    return reference.validation(lambda feed: compiled(feed)[0], precision, details)
 
 
 def compile_cpu(model: ov.Model | str | os.PathLike, threads: int | None = None):

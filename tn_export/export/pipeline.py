@@ -310,7 +310,16 @@ def _contract(
         tool_version=__version__,
         training=training,
         tiling=tiling(config) if parts else Tiling(reason=NO_PARTS),
+        styles=style_names(config, metadata),
     )
+
+
+def style_names(config: GeneratorConfig, metadata: Metadata) -> tuple[str, ...]:
+    """The names of a generator's styles, as its training recorded them (else style1, style2..)."""
+    names = tuple(metadata.get("styles", ()))
+    if len(names) == config.styles:
+        return names
+    return tuple(f"style{i + 1}" for i in range(config.styles))
 
 
 NO_PARTS = "it was exported without its tiling parts (tn-export --no-tiling-parts)"

@@ -28,7 +28,7 @@ from ..contract import ModelContract
 from ..runtime.session import session_options
 from ..sizes import calibration_sizes
 from .equalize import equalize
-from .graph import example_input
+from .graph import example_inputs
 from .reference import psnr
 
 
@@ -60,9 +60,10 @@ def calibration_feeds(contract: ModelContract, samples: int, first_seed: int = 0
     sizes = calibration_sizes(contract)
     return [
         {
-            contract.input_name: example_input(
+            name: x.numpy()
+            for name, x in example_inputs(
                 contract, *sizes[i % len(sizes)], seed=first_seed + i
-            ).numpy()
+            ).items()
         }
         for i in range(samples)
     ]

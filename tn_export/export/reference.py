@@ -15,7 +15,7 @@ from torch import nn
 
 from ..contract import ModelContract
 from ..sizes import validation_sizes
-from .graph import Deployable, delivered, example_input
+from .graph import Deployable, delivered, example_inputs
 
 # How an export must match PyTorch fp32 on [0, 1] outputs, the same for every format.
 # fp32: max abs error, since only the order of float32 sums differs. PyTorch's own float32 result
@@ -32,6 +32,9 @@ MAX_ABS_ERROR = {"fp32": 1e-4}
 # Another order of float32 sums is as exact as PyTorch's, not the same: twice its distance.
 EXACT_FACTOR = 2.0
 MIN_PSNR_DB = {"fp16": 40.0, "int8": 35.0}
+
+# An artifact run on the model's inputs by name (float32 arrays): its NCHW output.
+Predict = Callable[[dict[str, np.ndarray]], np.ndarray]
 
 
 @dataclass
@@ -73,33 +76,42 @@ class Reference:
         self.sizes = validation_sizes(contract, shapes)
 
     @cached_property
-    def inputs(self) -> list[torch.Tensor]:
-        """One input per size; a style model's holds whole 8-bit pixels, as photos (and Core ML
-        image inputs) do, so every backend is fed exactly what PyTorch is."""
-        inputs = [example_input(self.contract, h, w, seed=i) for i, (h, w) in enumerate(self.sizes)]
-        return [delivered(x) for x in inputs] if self.contract.mode == "style" else inputs
+    def inputs(self) -> list[dict[str, torch.Tensor]]:
+        """Every input of the model by name, one set per size; a style model's image holds whole
+        8-bit pixels, as photos (and Core ML image inputs) do, so every backend is fed exactly
+        what PyTorch is. A model of several styles gets one style after another, then a mix."""
+        inputs = [
+            example_inputs(self.contract, h, w, seed=i) for i, (h, w) in enumerate(self.sizes)
+        ]
+        if self.contract.mode == "style":
+            name = self.contract.input_name
+            inputs = [feed | {name: delivered(feed[name])} for feed in inputs]
+        return inputs
 
     @cached_property
     def outputs(self) -> list[np.ndarray]:
         with torch.no_grad():
-            return [self.deployable(x).numpy() for x in self.inputs]
+            return [self.deployable(*feed.values()).numpy() for feed in self.inputs]
 
     @cached_property
     def exact_outputs(self) -> list[np.ndarray]:
         """The network's outputs in float64: the exact result that fp32 ones round around."""
         exact = copy.deepcopy(self.deployable).double()
         with torch.no_grad():
-            return [exact(x.double()).numpy() for x in self.inputs]
+            return [exact(*(v.double() for v in feed.values())).numpy() for feed in self.inputs]
 
     @cached_property
     def fp16_input_error(self) -> dict[str, float]:
         """Per size, how far fp16 rounding of the input alone moves PyTorch's output: the floor no
         fp16 model of this network can beat, reported to tell sensitivity from bugs."""
+        name, errors = self.contract.input_name, {}
         with torch.no_grad():
-            return {
-                f"{w}x{h}": float(np.abs(self.deployable(x.half().float()).numpy() - y).max())
-                for (h, w), x, y in zip(self.sizes, self.inputs, self.outputs, strict=True)
-            }
+            for (h, w), feed, y in zip(self.sizes, self.inputs, self.outputs, strict=True):
+                rounded = feed | {name: feed[name].half().float()}
+                errors[f"{w}x{h}"] = float(
+                    np.abs(self.deployable(*rounded.values()).numpy() - y).max()
+                )
+        return errors
 
     @cached_property
     def fp16_psnr(self) -> float:
@@ -109,12 +121,10 @@ class Reference:
         i = len(self.sizes) // 2
         half = copy.deepcopy(self.deployable).half()
         with torch.no_grad():
-            got = half(self.inputs[i].half()).float().numpy()
+            got = half(*(v.half() for v in self.inputs[i].values())).float().numpy()
         return psnr(got, self.outputs[i])
 
-    def validation(
-        self, predict: Callable[[np.ndarray], np.ndarray], precision: str, details: dict
-    ) -> Validation:
+    def validation(self, predict: Predict, precision: str, details: dict) -> Validation:
         """`compare` as a Validation: ok or FAILED with its verdict at every size, or the output
         mismatch; `details` (precision, backend) come first in its details."""
         try:
@@ -125,15 +135,15 @@ class Reference:
         return Validation(ok, summary, details | found)
 
     def compare(
-        self, predict: Callable[[np.ndarray], np.ndarray], precision: str, slack: float = 0.0
+        self, predict: Predict, precision: str, slack: float = 0.0
     ) -> tuple[bool, str, dict]:
-        """Run `predict` (float32 NCHW in, out) at every size and judge it by the precision's
-        criterion: (ok, verdict, details). `slack` widens the max abs bound (Core ML image
-        outputs hold whole 0..255 values); beyond it, fp32 is judged against the float64 result
-        (`_against_exact`). A wrong output shape raises OutputMismatch."""
+        """Run `predict` (float32 inputs by name in, NCHW out) at every size and judge it by the
+        precision's criterion: (ok, verdict, details). `slack` widens the max abs bound (Core ML
+        image outputs hold whole 0..255 values); beyond it, fp32 is judged against the float64
+        result (`_against_exact`). A wrong output shape raises OutputMismatch."""
         errors, psnrs, results = {}, {}, []
-        for (h, w), x, expected in zip(self.sizes, self.inputs, self.outputs, strict=True):
-            got = np.asarray(predict(x.numpy()), np.float32)
+        for (h, w), feed, expected in zip(self.sizes, self.inputs, self.outputs, strict=True):
+            got = np.asarray(predict({k: v.numpy() for k, v in feed.items()}), np.float32)
             if got.shape != expected.shape:
                 raise OutputMismatch(
                     f"output shape {got.shape} at {w}x{h}, expected {expected.shape}"

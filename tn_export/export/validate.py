@@ -57,9 +57,7 @@ def validate_onnx(
     )
     if problem:
         return Validation(False, f"metadata: {problem}", details)
-    result = reference.validation(
-        lambda x: sess.run(None, {contract.input_name: x})[0], precision, details
-    )
+    result = reference.validation(lambda feed: sess.run(None, feed)[0], precision, details)
     parts = part_paths(path, contract)
     if result.ok and parts and all(p.is_file() for p in parts.values()):
         errors = validate_parts(path, reference.deployable.generator, contract)
@@ -129,10 +127,10 @@ def spec_problems(
     desc = ct.models.MLModel(os.fspath(path), skip_model_load=True).get_spec().description
     problems = []
     inputs, outputs = [i.name for i in desc.input], [o.name for o in desc.output]
-    if inputs != [contract.input_name] or outputs != [contract.output_name]:
+    if inputs != contract.input_names or outputs != [contract.output_name]:
         return [
             f"inputs {inputs} / outputs {outputs}, expected "
-            f"[{contract.input_name!r}] / [{contract.output_name!r}]"
+            f"{contract.input_names} / [{contract.output_name!r}]"
         ]
     takes_image = image_input(contract, image_io)
     in_kind = desc.input[0].type.WhichOneof("Type")
@@ -168,12 +166,11 @@ def _core_ml_predictor(path: str | os.PathLike, contract: ModelContract, image_i
 
     model = ct.models.MLModel(os.fspath(path))
 
-    def predict(x: np.ndarray) -> np.ndarray:
-        feed = x
+    def predict(feed: dict[str, np.ndarray]) -> np.ndarray:
         if image_input(contract, image_io):
-            pixels = (x[0] * 255.0).round().astype(np.uint8).transpose(1, 2, 0)
-            feed = Image.fromarray(pixels, "RGB")
-        out = model.predict({contract.input_name: feed})[contract.output_name]
+            pixels = (feed[contract.input_name][0] * 255.0).round().astype(np.uint8)
+            feed = feed | {contract.input_name: Image.fromarray(pixels.transpose(1, 2, 0), "RGB")}
+        out = model.predict(feed)[contract.output_name]
         if image_io:
             return np.asarray(out.convert("RGB"), np.float32).transpose(2, 0, 1)[None] / 255.0
         return np.asarray(out, np.float32)
@@ -191,8 +188,8 @@ def _evaluator_predictor(path: str | os.PathLike, contract: ModelContract, image
     scale_in = 255.0 if image_input(contract, image_io) else 1.0  # image inputs take 0..255
     scale_out = 255.0 if image_io else 1.0
 
-    def predict(x: np.ndarray) -> np.ndarray:
-        feed = {contract.input_name: x * scale_in}
+    def predict(feed: dict[str, np.ndarray]) -> np.ndarray:
+        feed = feed | {contract.input_name: feed[contract.input_name] * scale_in}
         return evaluate(program, feed)[contract.output_name].astype(np.float32) / scale_out
 
     return predict, ops

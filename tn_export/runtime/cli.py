@@ -21,6 +21,7 @@ from ..images import SAVE_FORMATS, image_files, load_image, save_image
 from ..sizes import parse_size
 from . import DEFAULT_TILE_PIXELS, IMAGE_BYTES_PER_PIXEL, Model, Progress, load
 from .model import DEFAULT_MAX_MEMORY, FIXED_BYTES, TEXTURE_IMAGE_BYTES
+from .styles import Style, parse_mix
 from .video import DEFAULT_BATCH, stylize_video
 
 # The runtime's parameters as this command's flags; max_size is tn-export's, which sets it.
@@ -29,6 +30,8 @@ FLAGS = {
     "max_memory": "--max-memory",
     "max_size": "--max-size",
     "strength": "--strength",
+    "style": "--style",
+    "mix": "--mix",
     "batch": "--batch",
     "size": "--size",
 }
@@ -96,6 +99,17 @@ def _parser() -> argparse.ArgumentParser:
         "--keep-colors",
         action="store_true",
         help="style the luminance only and keep the photo's colours (YCbCr chroma)",
+    )
+    choice = controls.add_mutually_exclusive_group()
+    choice.add_argument(
+        "--style", help="models of several styles: the style to apply (default: the first)"
+    )
+    choice.add_argument(
+        "--mix",
+        type=parse_mix,
+        metavar="NAME=W,...",
+        help="models of several styles: a mix of them, e.g. starry=0.7,mosaic=0.3 (default: "
+        "none, --style)",
     )
 
     style = commands.add_parser(
@@ -225,6 +239,10 @@ def _tile_bar(leave: bool) -> Iterator[Progress]:
             bar.close()
 
 
+def _style(args: argparse.Namespace) -> Style:
+    return args.mix if args.mix is not None else args.style
+
+
 def _stylize(model: Model, args: argparse.Namespace) -> None:
     pairs = _stylize_targets(args.inputs, args.output)
     refuse_overwriting_inputs([t for _, t in pairs], [args.model, *(s for s, _ in pairs)])
@@ -238,7 +256,11 @@ def _stylize(model: Model, args: argparse.Namespace) -> None:
             how = _how(model, *image.size)
             with _tile_bar(leave=len(pairs) == 1) as progress:
                 styled = model.stylize(
-                    image, progress, strength=args.strength, keep_colors=args.keep_colors
+                    image,
+                    progress,
+                    strength=args.strength,
+                    keep_colors=args.keep_colors,
+                    style=_style(args),
                 )
             save_image(styled, target)
         except UserError as e:
@@ -273,6 +295,7 @@ def _video(model: Model, args: argparse.Namespace) -> None:
             args.size,
             strength=args.strength,
             keep_colors=args.keep_colors,
+            style=_style(args),
             batch=args.batch,
             progress=progress,
         )

@@ -25,6 +25,7 @@ from .controls import Controls
 from .exact import PART_SUFFIXES, SPLIT, Costs, ExactTiler, Plan, plan
 from .noise import gaussian
 from .session import check_graph, open_session
+from .styles import Style, style_weights
 from .tiling import (
     BAND_BYTES_PER_PIXEL,
     DEFAULT_OVERLAP,
@@ -102,10 +103,16 @@ class Model:
         sizes = f"{c.min_size}..{c.max_size} step {c.size_multiple}"
         return f"Model({self.source!r}, {c.mode}, sizes {sizes})"
 
-    def run(self, x: np.ndarray) -> np.ndarray:
-        """The raw network: (N, C, H, W) float32 at a size the contract allows -> (N, 3, H, W)."""
+    def run(self, x: np.ndarray, style: Style = None) -> np.ndarray:
+        """The raw network: (N, C, H, W) float32 at a size the contract allows -> (N, 3, H, W);
+        a model of several styles applies `style` (styles.style_weights) to every image."""
         c = self.contract
         feed = {c.input_name: np.ascontiguousarray(x, dtype=np.float32)}
+        if c.styles:
+            weights = style_weights(c, style, self.source)
+            feed[c.style_input] = np.repeat(weights[None], len(x), axis=0)
+        elif style is not None:
+            style_weights(c, style, self.source)  # refuses it
         return self.session.run([c.output_name], feed)[0]
 
     def padded(self, length: int) -> int:
@@ -263,17 +270,20 @@ class Model:
         *,
         strength: float = 1.0,
         keep_colors: bool = False,
+        style: Style = None,
     ) -> Image.Image:
         """The image restyled, same size. Large images run in overlapping tiles, blended;
         `progress(done, total)` is called after each tile.
 
         `strength` from 0 (the photo) to 1 (full style) blends the stylized pixels with the
-        photo's (these models hold no conditional norms to interpolate); `keep_colors` keeps the
-        photo's chroma and takes only the stylized luminance (controls.py). Edges are padded by
-        reflection up to the size the model runs, then cropped back.
+        photo's; `keep_colors` keeps the photo's chroma and takes only the stylized luminance
+        (controls.py); `style` picks or mixes the styles of a model that holds several
+        (styles.py; default: its first). Edges are padded by reflection up to the size the
+        model runs, then cropped back.
         """
         self._check_mode("style")
         controls = Controls(strength, keep_colors)
+        style_weights(self.contract, style, self.source)  # a bad choice fails before any run
         if not isinstance(image, Image.Image):
             raise UserError(f"stylize() takes a Pillow image, not {type(image).__name__}")
         width, height = image.size
@@ -294,7 +304,8 @@ class Model:
 
         def tile(x: int, y: int) -> np.ndarray:
             box = (x, y, min(x + tile_w, width), min(y + tile_h, height))
-            return self._stylize_padded(to_array(rgb.crop(box))[None], tile_h, tile_w, controls)[0]
+            photo = to_array(rgb.crop(box))[None]
+            return self._stylize_padded(photo, tile_h, tile_w, controls, style)[0]
 
         return tiles.assemble(tile, progress)
 
@@ -323,12 +334,17 @@ class Model:
         return out
 
     def stylize_frames(
-        self, frames: np.ndarray, *, strength: float = 1.0, keep_colors: bool = False
+        self,
+        frames: np.ndarray,
+        *,
+        strength: float = 1.0,
+        keep_colors: bool = False,
+        style: Style = None,
     ) -> np.ndarray:
         """A batch of frames restyled in one run: (N, H, W, 3) uint8 RGB -> the same shape.
 
         Video frames run whole (not tiled), so a side is bounded by the model's max_size; the
-        controls are `stylize`'s.
+        controls and the style are `stylize`'s.
         """
         self._check_mode("style")
         controls = Controls(strength, keep_colors)
@@ -339,7 +355,7 @@ class Model:
         self.check_frames(count, width, height)
         padded_h, padded_w = self.padded(height), self.padded(width)
         photos = frames.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
-        out = self._stylize_padded(photos, padded_h, padded_w, controls)
+        out = self._stylize_padded(photos, padded_h, padded_w, controls, style)
         return np.stack([to_uint8(frame) for frame in out[:, :, :height, :width]])
 
     def check_frames(self, count: int, width: int, height: int) -> None:
@@ -354,13 +370,13 @@ class Model:
         self._check_memory(padded, 16 * 3 * padded, where, fix, "batch", "size")
 
     def _stylize_padded(
-        self, photos: np.ndarray, height: int, width: int, controls: Controls
+        self, photos: np.ndarray, height: int, width: int, controls: Controls, style: Style
     ) -> np.ndarray:
-        """(N, 3, h, w) photos in [0, 1], reflection-padded to height x width, run, with the
-        controls applied: (N, 3, height, width), the padding not yet cropped."""
+        """(N, 3, h, w) photos in [0, 1], reflection-padded to height x width, run in `style`,
+        with the controls applied: (N, 3, height, width), the padding not yet cropped."""
         pad = ((0, 0), (0, 0), (0, height - photos.shape[2]), (0, width - photos.shape[3]))
         padded = np.pad(photos, pad, mode="reflect")
-        return controls.apply(self.run(padded), padded)
+        return controls.apply(self.run(padded, style), padded)
 
 
 def load(

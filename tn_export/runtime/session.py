@@ -94,11 +94,16 @@ def check_graph(session: ort.InferenceSession, contract: ModelContract, source: 
     """The graph must match what the metadata says: names, rank, channels, and a real run."""
     c = contract
     inputs, outputs = session.get_inputs(), session.get_outputs()
-    if len(inputs) != 1 or inputs[0].name != c.input_name:
+    if [i.name for i in inputs] != c.input_names:
         names = ", ".join(i.name for i in inputs)
         raise UserError(
-            f"{source} has inputs ({names}) but its metadata names one input {c.input_name!r}; "
+            f"{source} has inputs ({names}) but its metadata names {', '.join(c.input_names)}; "
             "re-export it with tn-export"
+        )
+    if c.styles and inputs[1].shape[1:] != [len(c.styles)]:
+        raise UserError(
+            f"{source} input {c.style_input!r} has shape {inputs[1].shape}, not (N, "
+            f"{len(c.styles)}) for the {len(c.styles)} styles its metadata names; re-export it"
         )
     shape = inputs[0].shape
     if len(shape) != 4 or (isinstance(shape[1], int) and shape[1] != c.input_channels):
@@ -122,7 +127,9 @@ def _check_probe_run(session: ort.InferenceSession, c: ModelContract, source: st
     """One run at the probe size, stopped after budget.probe_seconds(): finite, the right shape."""
     h, w = probe_size(c)
     budget.check_memory(h * w * c.bytes_per_pixel, f"{source}'s check at {w}x{h}", "re-export it")
-    probe = np.zeros((1, c.input_channels, h, w), np.float32)
+    probe = {c.input_name: np.zeros((1, c.input_channels, h, w), np.float32)}
+    if c.styles:  # the first style
+        probe[c.style_input] = np.eye(1, len(c.styles), dtype=np.float32)
     limit = budget.probe_seconds()
     options = ort.RunOptions()
     options.log_severity_level = 4
@@ -130,7 +137,7 @@ def _check_probe_run(session: ort.InferenceSession, c: ModelContract, source: st
     timer = threading.Timer(limit.value, setattr, (options, "terminate", True))
     timer.start()
     try:
-        result = session.run([c.output_name], {c.input_name: probe}, options)[0]
+        result = session.run([c.output_name], probe, options)[0]
     except Exception as e:  # noqa: BLE001 - any failure here means the file is not what it claims
         if options.terminate:
             raise UserError(

@@ -23,6 +23,7 @@ from ..errors import UserError
 from .controls import Controls
 from .model import Model
 from .session import first_line
+from .styles import Style, style_weights
 from .tiling import Progress
 
 if TYPE_CHECKING:
@@ -88,13 +89,14 @@ def stylize_video(
     *,
     strength: float = 1.0,
     keep_colors: bool = False,
+    style: Style = None,
     batch: int = DEFAULT_BATCH,
     progress: Progress | None = None,
 ) -> VideoResult:
     """Restyle every frame of the video `source` into `target` (.mp4, .mov or .mkv).
 
-    `size` (width, height): the frames' size in the output (default: the input's); `strength`
-    and `keep_colors` as in `Model.stylize`; `batch` frames go through the session at once;
+    `size` (width, height): the frames' size in the output (default: the input's); `strength`,
+    `keep_colors` and `style` as in `Model.stylize`; `batch` frames go through the session at once;
     `progress(done, total)` after each batch (total None where the file does not say).
     """
     source, target = Path(source), Path(target)
@@ -108,6 +110,7 @@ def stylize_video(
     if isinstance(batch, bool) or not isinstance(batch, int | np.integer) or batch < 1:
         raise UserError(f"batch must be a positive whole number, not {batch!r}", "batch")
     Controls(strength, keep_colors)  # checked before a file is opened
+    style_weights(model.contract, style, model.source)
     av = _av()
     start = time.perf_counter()
     with _open_input(av, source) as container:
@@ -141,7 +144,7 @@ def stylize_video(
                         [f.to_ndarray(width=width, height=height, format="rgb24") for f in pending]
                     )
                     styled = model.stylize_frames(
-                        photos, strength=strength, keep_colors=keep_colors
+                        photos, strength=strength, keep_colors=keep_colors, style=style
                     )
                     for frame, pixels in zip(pending, styled, strict=True):
                         out = av.VideoFrame.from_ndarray(pixels, format="rgb24")
