@@ -30,8 +30,6 @@ FLAGS = {
     "max_memory": "--max-memory",
     "max_size": "--max-size",
     "strength": "--strength",
-    "style": "--style",
-    "mix": "--mix",
     "batch": "--batch",
     "size": "--size",
 }

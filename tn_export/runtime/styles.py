@@ -29,8 +29,7 @@ def parse_mix(text: str) -> dict[str, float]:
             weight = math.nan
         if not sep or not name.strip() or not math.isfinite(weight):
             raise UserError(
-                f"--mix {text!r}: each part must be NAME=WEIGHT, e.g. starry=0.7,mosaic=0.3",
-                "mix",
+                f"--mix {text!r}: each part must be NAME=WEIGHT, e.g. starry=0.7,mosaic=0.3"
             )
         mix[name.strip()] = mix.get(name.strip(), 0.0) + weight
     return mix
@@ -43,21 +42,19 @@ def style_weights(contract: ModelContract, style: Style, source: str = "model") 
     names = list(contract.styles)
     if not names:
         if style is not None:
-            raise UserError(f"{source} holds one style: it takes no style choice", "style")
+            raise UserError(f"{source} holds one style: it takes no style choice")
         return np.zeros(0, np.float32)
     listed = ", ".join(names)
     if style is None:
         weights = [1.0] + [0.0] * (len(names) - 1)
     elif isinstance(style, str):
         if style not in names:
-            raise UserError(f"{source} has no style {style!r}; its styles: {listed}", "style")
+            raise UserError(f"{source} has no style {style!r}; its styles: {listed}")
         weights = [float(n == style) for n in names]
     elif isinstance(style, Mapping):
         unknown = [n for n in style if n not in names]
         if unknown:
-            raise UserError(
-                f"{source} has no style {unknown[0]!r}; its styles: {listed}", "style", "mix"
-            )
+            raise UserError(f"{source} has no style {unknown[0]!r}; its styles: {listed}")
         weights = [float(style.get(n, 0.0)) for n in names]
     else:
         weights = [float(w) for w in style]
@@ -65,11 +62,8 @@ def style_weights(contract: ModelContract, style: Style, source: str = "model") 
             raise UserError(
                 f"{source} holds {len(names)} styles ({listed}): give {len(names)} weights, "
                 f"not {len(weights)}",
-                "style",
             )
     array = np.asarray(weights, np.float64)
     if not np.isfinite(array).all() or (array < 0).any() or array.sum() <= 0:
-        raise UserError(
-            f"style weights {weights} must be finite, at least 0 and not all 0", "style", "mix"
-        )
+        raise UserError(f"style weights {weights} must be finite, at least 0 and not all 0")
     return (array / array.sum()).astype(np.float32)
