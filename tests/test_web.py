@@ -24,8 +24,10 @@ from test_exact_tiling import export_tiny
 from test_runtime import photo, tiny_onnx
 
 from tn_export import runtime
+from tn_export.images import to_array
 from tn_export.runtime.controls import Controls
 from tn_export.runtime.noise import gaussian
+from tn_export.runtime.styles import Style
 
 WEB = Path(__file__).resolve().parents[1] / "apps" / "web"
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
@@ -83,15 +85,35 @@ def browse(url: str, out: Path, *args: Path | str) -> tuple[int, dict]:
 
 
 def raw_stylized(
-    model: runtime.Model, rgb: np.ndarray, controls: Controls | None = None
+    model: runtime.Model, rgb: np.ndarray, controls: Controls | None = None, style: Style = None
 ) -> np.ndarray:
     """The runtime's own padded run of an (H, W, 3) uint8 picture as one tile, cropped back:
     the (3, H, W) output the page computes, before its 8-bit conversion."""
     height, width = rgb.shape[:2]
     photos = rgb.transpose(2, 0, 1)[None].astype(np.float32) / 255.0
     controls = controls or Controls()
-    out = model._stylize_padded(photos, model.padded(height), model.padded(width), controls)
-    return out[0, :, :height, :width]
+    padded = (model.padded(height), model.padded(width))
+    return model._stylize_padded(photos, *padded, controls, style)[0, :, :height, :width]
+
+
+@pytest.fixture(scope="module")
+def two_styles(served: tuple[str, Path]) -> Path:
+    """An untrained style model of two styles (style1, style2) in the served folder, its
+    conditional norms randomised so that the styles differ."""
+    import torch
+
+    import tn_export
+    from tn_export.generator import ConditionalInstanceNorm2d, PyramidGenerator
+
+    torch.manual_seed(0)
+    g = PyramidGenerator("style", norm="conditional", padding="reflect", styles=2)
+    for m in g.modules():
+        if isinstance(m, ConditionalInstanceNorm2d):
+            m.weight.data.uniform_(0.8, 1.2)
+            m.bias.data.normal_(0, 0.2)
+    models = served[1]
+    tn_export.export(g, "onnx", models, sizes=(64, 256), tiling_parts=False, name="two_styles")
+    return models / "two_styles.onnx"
 
 
 def test_bundled_model_in_the_browser_matches_python_onnxruntime(served, tmp_path):
@@ -170,6 +192,46 @@ def test_the_bundled_style_model_stylizes_a_chosen_image_as_python_does(served, 
     model = runtime.load(models / "starry.onnx")
     python = raw_stylized(model, np.asarray(Image.open(picture).convert("RGB")))
     assert float(np.abs(web - python).max()) <= TOLERANCE
+    assert summary["styles"] == []  # a model of one style: no style picker
+
+
+def test_a_model_of_two_styles_stylizes_each_style_and_mixes_as_python_does(
+    served, two_styles, tmp_path
+):
+    """?style= and ?mix= (tn-run's syntax) set the page's style picker and mix slider; the page
+    feeds the style weights as the runtime does, so each choice is Python's stylize(style=)."""
+    origin, _ = served
+    picture = tmp_path / "photo.png"
+    photo(80, 60, seed=3).save(picture)
+    image = Image.open(picture).convert("RGB")
+    model = runtime.load(two_styles)
+    web = {}
+    for key, query, style in [
+        ("style", "style=style2", "style2"),
+        ("mix", "mix=style1=0.25,style2=0.75", {"style1": 0.25, "style2": 0.75}),
+    ]:
+        url = f"{origin}/index.html?model=/models/{two_styles.name}&{query}"
+        code, summary = browse(url, tmp_path / key, picture)
+        assert code == 0, summary
+        assert summary["styles"] == ["style1", "style2"]
+        web[key] = np.fromfile(tmp_path / key / "out.bin", "<f4").reshape(3, 60, 80)
+        raw = raw_stylized(model, np.asarray(image), style=style)
+        assert float(np.abs(web[key] - raw).max()) <= TOLERANCE
+        # What the page shows, in 8 bits, is the runtime's stylize(style=) of the picture.
+        python = to_array(model.stylize(image, style=style))
+        assert float(np.abs(np.clip(web[key], 0, 1) - python).max()) <= 0.5 / 255 + TOLERANCE
+    style1 = raw_stylized(model, np.asarray(image), style="style1")
+    assert np.abs(web["style"] - style1).mean() > 0.05  # the two styles differ
+    for one in (style1, web["style"]):
+        assert np.abs(web["mix"] - one).mean() > 0.02  # and the mix is neither
+
+
+def test_an_unknown_style_is_a_clear_error_on_the_page(served, two_styles, tmp_path):
+    origin, _ = served
+    url = f"{origin}/index.html?model=/models/{two_styles.name}&mix=style1=0.5,mosaic=0.5"
+    code, summary = browse(url, tmp_path / "unknown")
+    assert code == 1 and summary["state"] == "error"
+    assert summary["status"] == 'two_styles.onnx has no style "mosaic"; its styles: style1, style2'
 
 
 def test_a_foreign_model_is_a_clear_error_on_the_page(served, tmp_path):

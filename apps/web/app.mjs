@@ -3,10 +3,12 @@
 // noise=URL (raw little-endian float32 noise at the padded size), run=1 (generate on load),
 // strength=0..1 and keep-colors=1 (style models' controls), backend=webgpu|wasm (default WebGPU
 // where this page gets an adapter, else wasm), tile=N (exact tiles of N pixels, where the model's
-// tiling parts load from beside its URL; by default only textures over 1024 pixels are tiled).
+// tiling parts load from beside its URL; by default only textures over 1024 pixels are tiled),
+// style=NAME or mix=NAME=W,NAME=W (models of several styles, as tn-run's --style and --mix; the
+// page blends two styles at a time).
 import { BACKENDS, probeWebGPU } from './backends.mjs';
 import { attachCamera } from './camera.mjs';
-import { TextureNetwork, toImageData } from './tn.mjs';
+import { TextureNetwork, parseMix, styleWeights, toImageData } from './tn.mjs';
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -56,6 +58,13 @@ async function openModel(bytes, source, url = null) {
   $('style-controls').hidden = c.mode !== 'style';
   $('camera-controls').hidden = c.mode !== 'style';
   for (const id of ['width', 'height', 'max-side']) $(id).max = network.maxSide;
+  // The style pickers: the first style, blended with the second by 0 (models of several styles).
+  $('style-choice').hidden = c.styles.length < 2;
+  for (const [id, selected] of [['style', 0], ['style-mix', 1]]) {
+    const options = c.styles.map((name, i) => new Option(name, name, false, i === selected));
+    $(id).replaceChildren(...options);
+  }
+  setMix(0);
   $('max-side').value = Math.min(Number($('max-side').value), network.maxSide);
   status(`Ready: ${c.name} on ${label(state.backend)}`, 'ready');
 }
@@ -137,10 +146,42 @@ async function pictureData(file) {
   return context.getImageData(0, 0, width, height);
 }
 
+function setMix(t) {
+  $('mix').value = t;
+  $('mix-value').textContent = Number($('mix').value).toFixed(2);
+}
+
+// The style pickers' weights: 1 - mix for the style picked, mix for the one blended in (the
+// same style twice is that style alone); null for a model of one style.
+function styleChoice() {
+  const names = state.network.contract.styles;
+  if (!names.length) return null;
+  const weights = names.map(() => 0);
+  const mix = Number($('mix').value);
+  weights[names.indexOf($('style').value)] += 1 - mix;
+  weights[names.indexOf($('style-mix').value)] += mix;
+  return weights;
+}
+
+// ?style= or ?mix= onto the pickers, checked as tn-run checks --style and --mix.
+function chooseStyle(style, mix) {
+  const { contract, source } = state.network;
+  if (style !== null && mix !== null) throw new Error('give style= or mix=, not both');
+  const choice = mix === null ? style : parseMix(mix);
+  styleWeights(contract, choice, source);
+  const parts = typeof choice === 'string' ? [[choice, 1]] : Object.entries(choice);
+  const used = parts.filter(([, weight]) => weight > 0);
+  if (used.length > 2) throw new Error(`mix=${mix}: the page blends two styles at a time`);
+  const [[picked, a], [blended, b] = [picked, 0]] = used; // one style: blended with itself by 0
+  [$('style').value, $('style-mix').value] = [picked, blended];
+  setMix(b / (a + b));
+}
+
 // The style controls and the backend, as TextureNetwork.stylize takes them.
 function controls() {
   const strength = Number($('strength').value);
-  return { strength, keepColors: $('keep-colors').checked, backend: state.backend };
+  const style = styleChoice();
+  return { strength, keepColors: $('keep-colors').checked, backend: state.backend, style };
 }
 
 async function stylize() {
@@ -178,6 +219,7 @@ $('stylize').addEventListener('click', () => guard(stylize));
 $('strength').addEventListener('input', () => {
   $('strength-value').textContent = $('strength').value;
 });
+$('mix').addEventListener('input', () => setMix($('mix').value));
 attachCamera({ state, controls, show, status, guard });
 // A live camera takes the new backend from its next frame on; otherwise the last run is redone.
 for (const radio of document.querySelectorAll('input[name=backend]')) {
@@ -210,6 +252,7 @@ guard(async () => {
     return;
   }
   await openModel(new Uint8Array(await response.arrayBuffer()), url.split('/').pop(), url);
+  if (params.has('style') || params.has('mix')) chooseStyle(params.get('style'), params.get('mix'));
   if (params.get('run') === '1' || params.has('noise')) {
     const noise = params.has('noise') ? await fetchBytes(params.get('noise')) : null;
     // Copy into an aligned buffer: the fetched bytes are exactly float32, little-endian.

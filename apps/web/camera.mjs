@@ -1,7 +1,7 @@
 // Live stylization from a camera (getUserMedia), kept apart from the rest of the page: each frame
-// is scaled so its longest side is at most `camera-side`, stylized with the page's strength and
-// colour controls on its backend and drawn; the frames per second and the backend are shown, and
-// Snapshot offers the frame on screen as a PNG. app.mjs calls attachCamera once.
+// is scaled so its longest side is at most `camera-side`, stylized with the page's style, strength
+// and colour controls on its backend and drawn; the frames per second and the backend are shown,
+// and Snapshot offers the frame on screen as a PNG. app.mjs calls attachCamera once.
 import { BACKENDS } from './backends.mjs';
 import { toImageData } from './tn.mjs';
 
@@ -25,7 +25,7 @@ function draw(result) {
   canvas.getContext('2d').putImageData(toImageData(result), 0, 0);
 }
 
-// `state`: the page's (network, last); `controls()`: {strength, keepColors, backend};
+// `state`: the page's (network, last); `controls()`: {strength, keepColors, backend, style};
 // `show(result, name)`: the page's display with its download link; `status(text, kind)`;
 // `guard(work)`.
 export function attachCamera({ state, controls, show, status, guard }) {

@@ -68,7 +68,8 @@ export function readMetadata(bytes) {
   return props;
 }
 
-// The contract as tn_export.contract.ModelContract.to_metadata wrote it (every key is present).
+// The contract as tn_export.contract.ModelContract.to_metadata wrote it (every key is present,
+// but for `tiling` and `styles`, which older exports lack).
 export function readContract(bytes, source) {
   let meta;
   try {
@@ -108,8 +109,14 @@ export function readContract(bytes, source) {
     padding: get('padding'),
     // The exact-tiling parts beside the model and their reaches (runtime/exact.py), or none.
     tiling: JSON.parse(meta[PREFIX + 'tiling'] ?? '{}'),
+    // A model of several styles also takes their weights, (N, styles.length), as styleInput.
+    styles: JSON.parse(meta[PREFIX + 'styles'] ?? '[]'),
+    styleInput: meta[PREFIX + 'style_input'] ?? 'style',
     formatVersion: int('format_version'),
   };
+  if (!Array.isArray(contract.styles) || !contract.styles.every((n) => typeof n === 'string')) {
+    throw new Error(`${source} has malformed tn-export metadata styles=${meta[PREFIX + 'styles']}`);
+  }
   if (contract.formatVersion > 1) {
     throw new Error(`${source} was exported by a newer tn-export; update this page`);
   }
@@ -120,6 +127,61 @@ export function readContract(bytes, source) {
     throw new Error(`${source} has an unknown mode "${contract.mode}"`);
   }
   return contract;
+}
+
+// 'starry=0.7,mosaic=0.3' -> { starry: 0.7, mosaic: 0.3 }: tn-run --mix's syntax (styles.py's
+// parse_mix), a name given twice adding up.
+export function parseMix(text) {
+  const mix = {};
+  for (const part of text.split(',')) {
+    const at = part.indexOf('=');
+    const [name, value] = [part.slice(0, at).trim(), part.slice(at + 1).trim()];
+    const weight = value === '' ? NaN : Number(value); // Number('') would be 0
+    if (at < 0 || !name || !Number.isFinite(weight)) {
+      throw new Error(`mix "${text}": each part must be NAME=WEIGHT, e.g. starry=0.7,mosaic=0.3`);
+    }
+    mix[name] = (mix[name] ?? 0) + weight;
+  }
+  return mix;
+}
+
+// The style weights (Float32Array, one per contract.styles) for `style`, as styles.py's
+// style_weights: a style's name, { name: weight }, or an array of one weight per style; null
+// picks the first style. Weights must be >= 0, not all 0, and are scaled to sum to 1. A model
+// of one style takes no choice (null for it).
+export function styleWeights(contract, style, source = 'model') {
+  const names = contract.styles;
+  if (!names.length) {
+    if (style != null) throw new Error(`${source} holds one style: it takes no style choice`);
+    return null;
+  }
+  const listed = names.join(', ');
+  const unknown = (name) => new Error(`${source} has no style "${name}"; its styles: ${listed}`);
+  let weights;
+  if (style == null) {
+    weights = names.map((_, i) => Number(i === 0));
+  } else if (typeof style === 'string') {
+    if (!names.includes(style)) throw unknown(style);
+    weights = names.map((name) => Number(name === style));
+  } else if (Array.isArray(style) || ArrayBuffer.isView(style)) {
+    weights = Array.from(style, Number);
+    if (weights.length !== names.length) {
+      throw new Error(
+        `${source} holds ${names.length} styles (${listed}): give ${names.length} weights, ` +
+          `not ${weights.length}`,
+      );
+    }
+  } else {
+    const stray = Object.keys(style).find((name) => !names.includes(name));
+    if (stray !== undefined) throw unknown(stray);
+    weights = names.map((name) => Number(style[name] ?? 0));
+  }
+  const sum = weights.reduce((a, b) => a + b, 0);
+  if (!weights.every((w) => Number.isFinite(w) && w >= 0) || !(sum > 0)) {
+    const given = weights.join(', ');
+    throw new Error(`style weights [${given}] must be finite, at least 0 and not all 0`);
+  }
+  return Float32Array.from(weights, (w) => w / sum); // in float64 first, as numpy does
 }
 
 // murmur3's 32-bit finaliser on a uint32 (tn_export/runtime/noise.py's fmix32).
@@ -298,8 +360,11 @@ export class TextureNetwork {
     if (!this.sessions.has(backend)) {
       const opened = openSession(this.bytes, backend).then((runner) => {
         const { inputName, outputName } = this.contract;
-        if (!runner.session.inputNames.includes(inputName)) {
-          throw new Error(`${this.source} has no input "${inputName}"; re-export it`);
+        const { styles, styleInput } = this.contract;
+        for (const name of [inputName, ...(styles.length ? [styleInput] : [])]) {
+          if (!runner.session.inputNames.includes(name)) {
+            throw new Error(`${this.source} has no input "${name}"; re-export it`);
+          }
         }
         if (!runner.session.outputNames.includes(outputName)) {
           throw new Error(`${this.source} has no output "${outputName}"; re-export it`);
@@ -331,15 +396,16 @@ export class TextureNetwork {
     }
   }
 
-  async run(backend, data, channels, height, width) {
+  // One run of the model on one image; `weights`: the style weights (styleWeights) of a model
+  // of several styles, else null.
+  async run(backend, data, channels, height, width, weights = null) {
     const { ort, session } = await this.session(backend);
-    const { inputName, outputName } = this.contract;
-    const input = new ort.Tensor('float32', data, [1, channels, height, width]);
-    const outputs = await session.run({ [inputName]: input });
-    const image = outputs[outputName];
+    const { inputName, outputName, styleInput } = this.contract;
+    const feeds = { [inputName]: new ort.Tensor('float32', data, [1, channels, height, width]) };
+    if (weights) feeds[styleInput] = new ort.Tensor('float32', weights, [1, weights.length]);
+    const image = (await session.run(feeds))[outputName];
     const result = image.data.slice();
-    input.dispose?.();
-    image.dispose?.();
+    for (const t of [...Object.values(feeds), image]) t.dispose?.();
     return result;
   }
 
@@ -417,12 +483,17 @@ export class TextureNetwork {
   }
 
   // Stylize an ImageData (at most maxSide per side: scale it first). `strength` (0 = the photo,
-  // 1 = full style) and `keepColors` as tn_export.runtime's controls (applyControls).
-  async stylize(imageData, { strength = 1, keepColors = false, backend = 'wasm' } = {}) {
+  // 1 = full style) and `keepColors` as tn_export.runtime's controls (applyControls); `style`
+  // picks or mixes the styles of a model that holds several (styleWeights; default: its first).
+  async stylize(
+    imageData,
+    { strength = 1, keepColors = false, backend = 'wasm', style = null } = {},
+  ) {
     if (this.contract.mode !== 'style') {
       throw new Error(`${this.source} is a texture model: generate a texture instead`);
     }
     checkStrength(strength);
+    const weights = styleWeights(this.contract, style, this.source);
     const { width, height, data } = imageData;
     this.checkSize(width, height);
     const rgb = new Float32Array(3 * width * height);
@@ -431,7 +502,7 @@ export class TextureNetwork {
     }
     const ph = this.padded(height);
     const pw = this.padded(width);
-    const out = await this.run(backend, reflectPad(rgb, height, width, ph, pw), 3, ph, pw);
+    const out = await this.run(backend, reflectPad(rgb, height, width, ph, pw), 3, ph, pw, weights);
     const styled = crop(out, ph, pw, height, width);
     return { width, height, backend, rgb: applyControls(styled, rgb, { strength, keepColors }) };
   }
@@ -447,7 +518,7 @@ export function checkStrength(strength) {
 const LUMA = [0.299, 0.587, 0.114];
 
 // The delivered planar RGB from the raw stylized output and the photo, as controls.py computes
-// it: these models have no conditional norms, so strength blends pixels; keepColors moves only
+// it: strength blends pixels (styles mix inside the model); keepColors moves only
 // the luminance Y (each channel keeps its offset from Y, which is what keeps Cb and Cr), within
 // the range where no channel leaves [0, 1].
 export function applyControls(styled, photo, { strength = 1, keepColors = false } = {}) {

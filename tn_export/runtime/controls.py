@@ -1,6 +1,6 @@
 """Strength and colour controls of a stylization: how much of the style reaches the photo.
 
-These generators hold one style and no conditional norms, so strength is a blend of pixels:
+Strength is a blend of pixels, for models of one style and of several (whose styles mix inside):
 strength * stylized + (1 - strength) * photo. Keeping the photo's colours replaces only its
 luminance by the stylized one (YCbCr, BT.601 full range as in JPEG): since every RGB channel
 holds Y with weight 1, that is adding the change of Y to each channel, which leaves Cb and Cr as

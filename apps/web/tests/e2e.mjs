@@ -7,6 +7,7 @@
 // --webgpu starts Chromium with WebGPU on its software adapter (SwiftShader); --switch then picks
 // every other backend the page's switch offers, in turn, and saves each re-run as
 // out-BACKEND.bin (summary.runs: the backend and status of every run, the first one included).
+// summary.styles: the style picker's names, where the page shows it (models of several styles).
 //   node tests/e2e.mjs PAGE_URL OUT_DIR [IMAGE | --camera] [--webgpu] [--switch]
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -103,6 +104,9 @@ try {
   };
   await note();
   summary.crossOriginIsolated = await page.evaluate(() => globalThis.crossOriginIsolated);
+  summary.styles = await page.$$eval('#style-choice:not([hidden]) #style option', (options) =>
+    options.map((option) => option.value),
+  );
   summary.backendInfo = await page.textContent('#backend-info');
   summary.offered = await page.$$eval('input[name=backend]', (radios) =>
     radios.filter((radio) => !radio.closest('label').hidden).map((radio) => radio.value),
