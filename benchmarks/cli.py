@@ -238,6 +238,9 @@ def _quality_options(p: argparse.ArgumentParser) -> None:
         "--photos", type=Path, nargs="*", default=[], help="style models: photos (default: none)"
     )
     p.add_argument(
+        "--style", help="models of several styles: the style scored (default: the first)"
+    )
+    p.add_argument(
         "--size",
         type=parse_size,
         default=d["size"],

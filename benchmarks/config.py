@@ -65,6 +65,7 @@ class QualityConfig:
     descriptor_weights: str | None
     against: list[Path] = field(default_factory=list)
     photos: list[Path] = field(default_factory=list)  # style models: photos to stylize
+    style: str | None = None  # models of several styles: the one scored (None: the first)
     size: tuple[int, int] = (256, 256)
     samples: int = 8
     seed: int = 1

@@ -15,7 +15,9 @@ from tn_export.checkpoint import load_model
 from tn_export.descriptor import CONTENT_LAYER, STYLE_LAYERS, TEXTURE_LAYERS, load_descriptor
 from tn_export.errors import UserError
 from tn_export.export.graph import Deployable, delivered
+from tn_export.export.pipeline import style_names
 from tn_export.images import from_array, load_image, save_image, to_array
+from tn_export.runtime.styles import style_weights
 
 from . import quality
 from .config import QualityConfig
@@ -28,18 +30,22 @@ class Sampler:
     """A model's delivered outputs, through PyTorch (checkpoints, bundled names, `.t7`) or
     through onnxruntime exactly as tn-run runs it (`.onnx`, `.ort`)."""
 
-    def __init__(self, model: str) -> None:
-        self.name = model
+    def __init__(self, model: str, style: str | None = None) -> None:
+        self.name, self.style = model, style
         if Path(model).suffix.lower() in RUNTIME_SUFFIXES:
             from tn_export import runtime
 
             self.runtime = runtime.load(model)
             self.mode, self.padding = self.runtime.contract.mode, self.runtime.contract.padding
+            styles = self.runtime.contract.styles
         else:
             self.runtime = None
-            generator = load_model(model)[0].generator
+            ckpt = load_model(model)[0]
+            generator = ckpt.generator
             self.generator, self.model = generator, Deployable(generator)
             self.mode, self.padding = generator.config.mode, generator.config.padding
+            styles = style_names(generator.config, ckpt.metadata)
+        self.weights = style_weights(styles, style, model)  # empty for one style
 
     def textures(self, count: int, size: tuple[int, int], seed: int) -> torch.Tensor:
         w, h = size
@@ -51,13 +57,14 @@ class Sampler:
     @torch.no_grad()
     def stylize(self, photo: Image.Image) -> torch.Tensor:
         if self.runtime is not None:
-            return torch.from_numpy(to_array(self.runtime.stylize(photo)))
+            return torch.from_numpy(to_array(self.runtime.stylize(photo, style=self.style)))
         x = torch.from_numpy(to_array(photo))[None]
         h, w = x.shape[-2:]
         m = self.generator.config.size_multiple
         ph, pw = -h % m, -w % m  # pad by reflection to the size the model runs, then crop back
         padded = torch.nn.functional.pad(x, (0, pw, 0, ph), mode="reflect")
-        return delivered(self.model(padded))[0, :, :h, :w]
+        style = torch.from_numpy(self.weights)[None] if len(self.weights) else None
+        return delivered(self.model(padded, style))[0, :, :h, :w]
 
 
 def _image(path: Path) -> torch.Tensor:
@@ -66,7 +73,7 @@ def _image(path: Path) -> torch.Tensor:
 
 def run_quality(cfg: QualityConfig) -> dict:
     """Score the model, write quality.json and quality.png into cfg.out, return the result."""
-    sampler = Sampler(cfg.model)
+    sampler = Sampler(cfg.model, cfg.style)
     if sampler.mode == "style" and not cfg.photos:
         raise UserError(f"{cfg.model} is a style model: pass --photos IMG ... to stylize")
     layers = TEXTURE_LAYERS if sampler.mode == "texture" else STYLE_LAYERS
@@ -74,6 +81,7 @@ def run_quality(cfg: QualityConfig) -> dict:
     exemplar = _image(cfg.exemplar)
     result: dict = {
         "model": cfg.model,
+        **({"style": cfg.style} if cfg.style else {}),
         "mode": sampler.mode,
         "exemplar": str(cfg.exemplar),
         "descriptor": cfg.descriptor,
@@ -137,7 +145,9 @@ def quality_table(result: dict) -> str:
             result[k] for k in ("style_distance", "photo_style_distance", "content_distance")
         )
         return "\n".join([
-            f"Style quality of {result['model']} ({result['count']} photos, VGG-16, delivered "
+            f"Style quality of {result['model']}"
+            + (f" in style {result['style']}" if "style" in result else "")
+            + f" ({result['count']} photos, VGG-16, delivered "
             "8-bit images)",
             "",
             "| | mean | sd |",

@@ -18,6 +18,7 @@ from benchmarks.judge import TILE, QualityConfig, quality_table, run_quality
 from tn_export.checkpoint import save_checkpoint
 from tn_export.contract import ModelContract
 from tn_export.descriptor import TEXTURE_LAYERS, load_descriptor
+from tn_export.errors import UserError
 from tn_export.export.graph import delivered
 from tn_export.generator import PyramidGenerator
 from tn_export.images import from_array, save_image, to_array
@@ -144,6 +145,32 @@ def test_style_model_needs_photos(tmp_path, images, capsys):
     result = run_quality(_config(str(path), tmp_path / "q", images, photos=[photo, photo]))
     assert result["count"] == 2 and result["content_distance"]["mean"] >= 0
     assert "style distance" in quality_table(result)
+
+
+def test_a_model_of_several_styles_is_scored_in_the_style_asked(tmp_path, images):
+    torch.manual_seed(0)
+    g = PyramidGenerator("style", norm="conditional", padding="reflect", styles=2)
+    with torch.no_grad():
+        for m in g.modules():
+            if hasattr(m, "num_features") and m.weight.dim() == 2:  # the conditional norms
+                m.weight.uniform_(0.8, 1.2)
+                m.bias.normal_(0, 0.3)
+    path = tmp_path / "two.pt"
+    save_checkpoint(path, g.eval(), {"styles": ["fine", "coarse"]})
+    photos = {"photos": [images["coarse"], images["fine"]]}
+    scores = {
+        style: run_quality(_config(str(path), tmp_path / style, images, style=style, **photos))
+        for style in ("fine", "coarse")
+    }
+    assert scores["fine"]["style"] == "fine" and "in style coarse" in quality_table(
+        scores["coarse"]
+    )
+    distances = [scores[s]["style_distance"]["mean"] for s in ("fine", "coarse")]
+    assert distances[0] != pytest.approx(distances[1], rel=1e-3)
+    default = run_quality(_config(str(path), tmp_path / "first", images, **photos))
+    assert default["style_distance"] == scores["fine"]["style_distance"]  # the first style
+    with pytest.raises(UserError, match="has no style 'bold'; its styles: fine, coarse"):
+        run_quality(_config(str(path), tmp_path / "bad", images, style="bold", **photos))
 
 
 def test_cli_refuses_a_bad_size_in_one_line(tmp_path, images, capsys):

@@ -109,10 +109,10 @@ class Model:
         c = self.contract
         feed = {c.input_name: np.ascontiguousarray(x, dtype=np.float32)}
         if c.styles:
-            weights = style_weights(c, style, self.source)
+            weights = style_weights(c.styles, style, self.source)
             feed[c.style_input] = np.repeat(weights[None], len(x), axis=0)
         elif style is not None:
-            style_weights(c, style, self.source)  # refuses it
+            style_weights(c.styles, style, self.source)  # refuses it
         return self.session.run([c.output_name], feed)[0]
 
     def padded(self, length: int) -> int:
@@ -283,7 +283,7 @@ class Model:
         """
         self._check_mode("style")
         controls = Controls(strength, keep_colors)
-        style_weights(self.contract, style, self.source)  # a bad choice fails before any run
+        style_weights(self.contract.styles, style, self.source)  # a bad choice fails before any run
         if not isinstance(image, Image.Image):
             raise UserError(f"stylize() takes a Pillow image, not {type(image).__name__}")
         width, height = image.size

@@ -12,7 +12,6 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from ..contract import ModelContract
 from ..errors import UserError
 
 Style = str | Mapping[str, float] | Sequence[float] | None
@@ -35,11 +34,12 @@ def parse_mix(text: str) -> dict[str, float]:
     return mix
 
 
-def style_weights(contract: ModelContract, style: Style, source: str = "model") -> np.ndarray:
-    """The (styles,) float32 weights for `style`: a style's name, {name: weight}, or one weight
-    per style in the contract's order; None picks the first style. Weights must be >= 0 and are
-    scaled to sum to 1, so that a mix stays between its styles."""
-    names = list(contract.styles)
+def style_weights(names: Sequence[str], style: Style, source: str = "model") -> np.ndarray:
+    """The (styles,) float32 weights for `style` of a model whose styles are `names` (its
+    contract's `styles`): a style's name, {name: weight}, or one weight per style in that order;
+    None picks the first style. Weights must be >= 0 and are scaled to sum to 1, so that a mix
+    stays between its styles."""
+    names = list(names)
     if not names:
         if style is not None:
             raise UserError(f"{source} holds one style: it takes no style choice")

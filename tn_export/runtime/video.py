@@ -110,7 +110,7 @@ def stylize_video(
     if isinstance(batch, bool) or not isinstance(batch, int | np.integer) or batch < 1:
         raise UserError(f"batch must be a positive whole number, not {batch!r}", "batch")
     Controls(strength, keep_colors)  # checked before a file is opened
-    style_weights(model.contract, style, model.source)
+    style_weights(model.contract.styles, style, model.source)
     av = _av()
     start = time.perf_counter()
     with _open_input(av, source) as container:
