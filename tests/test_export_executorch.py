@@ -88,6 +88,29 @@ def test_the_pte_passes_and_xnnpack_runs_all_of_it(exported):
     assert delegation["ops_portable"] == sum(portable.values()) <= 2
 
 
+def test_a_model_of_several_styles_takes_its_style_weights_in_the_pte(tmp_path):
+    torch.manual_seed(1)
+    g = PyramidGenerator("style", scales=2, channels=2, norm="conditional", styles=3)
+    for m in g.modules():
+        if hasattr(m, "num_features") and m.weight.dim() == 2:  # the conditional norms
+            m.weight.data.uniform_(0.8, 1.2)
+            m.bias.data.normal_(0, 0.3)
+    (result,) = tn_export.export(g.eval(), "executorch", tmp_path, sizes=SIZES, name="three")
+    assert result.accepted, result.validation.summary
+    assert result.io["style"] == ["1", "3"] and result.io["content"][1] == "3"
+    forward = executorch_format.load(result.path).load_method("forward")
+    photo = torch.rand(1, 3, 10, 14, generator=torch.Generator().manual_seed(2))
+    outputs = []
+    for weights in ([[1.0, 0, 0]], [[0, 0, 1.0]], [[0.2, 0.5, 0.3]]):
+        style = torch.tensor(weights)
+        (got,) = forward.execute([photo, style])
+        with torch.no_grad():
+            expected = Deployable(g)(photo, style)
+        assert float((got - expected).abs().max()) <= 1e-4
+        outputs.append(got)
+    assert float((outputs[0] - outputs[1]).abs().mean()) > 0.01
+
+
 def test_the_pte_runs_a_non_square_size_as_pytorch_does(exported):
     out, _, _ = exported
     generator = Deployable(_generator(scales=2, channels=2))
