@@ -240,3 +240,26 @@ def test_core_ml_and_openvino_take_the_style_weights_too(trained, tmp_path):
         assert r.io["style"][-1] == "2", r.io
     coreml = next(r for r in results if r.format == "coreml")
     assert coreml.validation.details["backend"] in ("Core ML", "MIL reference evaluator")
+
+
+def test_tn_run_video_applies_the_style_asked(exported, tmp_path, capsys):
+    pytest.importorskip("av", reason="PyAV is missing: pip install -e '.[video]'")
+    from clips import pan_and_zoom, read_frames, write_clip
+
+    clip = tmp_path / "clip.mp4"
+    write_clip(clip, pan_and_zoom(_photo(160, 120), (64, 48), 4), 10)
+    frames = {}
+    for style in ("red", "blue"):
+        out = tmp_path / f"{style}.mp4"
+        assert tn_run(["video", str(exported), str(clip), "-o", str(out), "--style", style]) == 0
+        frames[style] = read_frames(out).astype(np.int16)
+    model = runtime.load(exported)
+    photos = read_frames(clip)
+    expected = model.stylize_frames(photos, style="blue").astype(np.int16)
+    # H.264 moves pixels by a few levels; the other style is much further off.
+    assert np.abs(frames["blue"] - expected).mean() < np.abs(frames["red"] - expected).mean() / 3
+    capsys.readouterr()
+    assert tn_run(["video", str(exported), str(clip), "-o", str(tmp_path / "x.mp4"),
+                   "--style", "green"]) == 2  # fmt: skip
+    assert "has no style 'green'" in capsys.readouterr().err
+    assert not (tmp_path / "x.mp4").exists()
