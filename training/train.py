@@ -104,7 +104,7 @@ class TrainConfig:
         if self.layers is None:
             self.layers = TEXTURE_LAYERS if self.mode == "texture" else STYLE_LAYERS
         if (self.more_styles or self.norm == "conditional") and self.mode != "style":
-            raise UserError("several styles and --norm conditional are for style models")
+            raise UserError("several styles (conditional norms) are for style models")
         if self.more_styles and self.norm != "conditional":
             raise UserError("several styles need conditional norms (tn-train styles)")
         for name in (
