@@ -70,12 +70,17 @@ class ConditionalInstanceNorm2d(nn.Module):
         return F.instance_norm(x) * scale + shift
 
 
+def _apply(layer: nn.Module, x: torch.Tensor, style: torch.Tensor | None) -> torch.Tensor:
+    """`layer(x)`; a conditional norm also gets the style weights."""
+    return layer(x, style) if isinstance(layer, ConditionalInstanceNorm2d) else layer(x)
+
+
 class Block(nn.Sequential):
     """Layers in order, as nn.Sequential; conditional norms also get the style weights."""
 
     def forward(self, x: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
         for layer in self:
-            x = layer(x, style) if isinstance(layer, ConditionalInstanceNorm2d) else layer(x)
+            x = _apply(layer, x, style)
         return x
 
 
@@ -86,10 +91,6 @@ def _norm(kind: Norm, channels: int, styles: int) -> nn.Module:
         return ConditionalInstanceNorm2d(channels, styles)
     # Improved Texture Networks: per-sample statistics with a learned affine transform.
     return nn.InstanceNorm2d(channels, affine=True)
-
-
-def _apply(norm: nn.Module, x: torch.Tensor, style: torch.Tensor | None) -> torch.Tensor:
-    return norm(x, style) if isinstance(norm, ConditionalInstanceNorm2d) else norm(x)
 
 
 def _conv(cin: int, cout: int, kernel: int, padding: Padding) -> list[nn.Module]:

@@ -50,8 +50,10 @@ def example_inputs(
     contract: ModelContract, height: int, width: int, seed: int = 0
 ) -> dict[str, torch.Tensor]:
     """Every input of the model (contract.input_names) at the given size, by name."""
-    x = example_input(contract, height, width, seed)
-    return dict(zip(contract.input_names, (x, example_style(contract, seed)), strict=False))
+    inputs = {contract.input_name: example_input(contract, height, width, seed)}
+    if contract.styles:
+        inputs[contract.style_input] = example_style(contract, seed)
+    return inputs
 
 
 def dynamic_shapes(contract: ModelContract, dynamic_batch: bool) -> dict:

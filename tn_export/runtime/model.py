@@ -108,11 +108,9 @@ class Model:
         a model of several styles applies `style` (styles.style_weights) to every image."""
         c = self.contract
         feed = {c.input_name: np.ascontiguousarray(x, dtype=np.float32)}
+        weights = style_weights(c.styles, style, self.source)  # refuses a choice without styles
         if c.styles:
-            weights = style_weights(c.styles, style, self.source)
             feed[c.style_input] = np.repeat(weights[None], len(x), axis=0)
-        elif style is not None:
-            style_weights(c.styles, style, self.source)  # refuses it
         return self.session.run([c.output_name], feed)[0]
 
     def padded(self, length: int) -> int:

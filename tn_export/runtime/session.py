@@ -16,6 +16,7 @@ from .. import budget
 from ..contract import ModelContract
 from ..errors import UserError
 from ..sizes import probe_size
+from .styles import style_weights
 
 
 def session_options(threads: int | None = None, low_memory: bool = True) -> ort.SessionOptions:
@@ -128,8 +129,8 @@ def _check_probe_run(session: ort.InferenceSession, c: ModelContract, source: st
     h, w = probe_size(c)
     budget.check_memory(h * w * c.bytes_per_pixel, f"{source}'s check at {w}x{h}", "re-export it")
     probe = {c.input_name: np.zeros((1, c.input_channels, h, w), np.float32)}
-    if c.styles:  # the first style
-        probe[c.style_input] = np.eye(1, len(c.styles), dtype=np.float32)
+    if c.styles:
+        probe[c.style_input] = style_weights(c.styles, None, source)[None]  # the first style
     limit = budget.probe_seconds()
     options = ort.RunOptions()
     options.log_severity_level = 4
