@@ -246,6 +246,15 @@ def _quality_options(p: argparse.ArgumentParser) -> None:
         default=d["size"],
         help=f"sample size, N or WIDTHxHEIGHT (default: {format_sizes([d['size']])})",
     )
+    p.add_argument(
+        "--gatys",
+        dest="gatys_seconds",
+        type=number(float, 0),
+        default=d["gatys_seconds"],
+        metavar="SECONDS",
+        help="style models: also run Gatys et al. on each photo until it reaches the generator's "
+        "training loss, at most SECONDS per parametrisation (default: 0, not run)",
+    )
     p.add_argument("--samples", type=_count(), default=d["samples"], help="seeds scored")
     p.add_argument(
         "--seed", type=number(int, 0, budget.MAX_SEED), default=d["seed"], help="first seed"

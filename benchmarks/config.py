@@ -66,6 +66,9 @@ class QualityConfig:
     against: list[Path] = field(default_factory=list)
     photos: list[Path] = field(default_factory=list)  # style models: photos to stylize
     style: str | None = None  # models of several styles: the one scored (None: the first)
+    # Style models: Gatys et al.'s transfer of each photo to the generator's training loss, each
+    # parametrisation within this many seconds (0: not run).
+    gatys_seconds: float = 0.0
     size: tuple[int, int] = (256, 256)
     samples: int = 8
     seed: int = 1

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -88,16 +88,12 @@ def image_name(pixels: str, seed: int, size: int) -> str:
 
 
 def optimise(
-    descriptor: VGGDescriptor,
-    targets: Mapping[str, torch.Tensor],
-    r: GatysRun,
-    start: torch.Tensor,
+    objective: Callable[[torch.Tensor], torch.Tensor], r: GatysRun, start: torch.Tensor
 ) -> tuple[dict, torch.Tensor]:
-    """One run from the (1, 3, H, W) image `start`: its record and the delivered image at parity
-    (or at the last evaluation when parity was not reached within the budget)."""
+    """One run from the (1, 3, H, W) image `start` minimising `objective` (an image's loss): its
+    record and the delivered image at parity (or at the last evaluation when parity was not
+    reached within the budget)."""
     import torch
-
-    from tn_export.losses import texture_loss
 
     from .quality import delivered
 
@@ -129,13 +125,13 @@ def optimise(
             raise _Stop
         opt.zero_grad()
         image = torch.sigmoid(z) if sigmoid else z
-        loss = texture_loss(descriptor(image), targets, r.layers)
+        loss = objective(image)
         loss.backward()
         curve["t_s"].append(clock())
         scoring = time.perf_counter()
         shown = delivered(image.detach())
         with torch.no_grad():
-            curve["loss"].append(float(texture_loss(descriptor(shown), targets, r.layers)))
+            curve["loss"].append(float(objective(shown)))
         curve["optimiser_loss"].append(loss.item())
         paused += time.perf_counter() - scoring
         if kept is None and r.target_loss is not None and curve["loss"][-1] <= r.target_loss:
@@ -188,7 +184,9 @@ def synthesize(run: dict) -> dict:
     runs = []
     for seed in r.seeds:
         start = torch.rand(1, 3, r.height, r.width, generator=torch.Generator().manual_seed(seed))
-        record, image = optimise(descriptor, targets, r, start)
+        record, image = optimise(
+            lambda image: texture_loss(descriptor(image), targets, r.layers), r, start
+        )
         record["seed"] = seed
         if r.image_dir:
             save_image(
@@ -197,3 +195,52 @@ def synthesize(run: dict) -> dict:
             )
         runs.append(record)
     return {"pixels": r.pixels, "setup_s": setup_s, "runs": runs}
+
+
+def style_objective(
+    descriptor: VGGDescriptor, train: Mapping, style: torch.Tensor, photo: torch.Tensor
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The loss a style generator was trained on (its checkpoint's `train_config`: layers, weights,
+    relative or absolute Gram errors), for one photo, as a function of the stylized image: what
+    Gatys et al.'s style transfer minimises directly."""
+    import torch
+
+    from tn_export.descriptor import CONTENT_LAYER, STYLE_LAYERS
+    from tn_export.losses import content_loss, gram_matrix, texture_loss
+
+    layers = list(train.get("layers") or STYLE_LAYERS)
+    content_layer = train.get("content_layer", CONTENT_LAYER)
+    relative = train.get("relative_loss")
+    relative = True if relative is None else relative  # TrainConfig's default for style
+    style_weight, content_weight = train.get("style_weight", 1.0), train.get("content_weight", 1.0)
+    with torch.no_grad():
+        grams = {k: gram_matrix(v) for k, v in descriptor(style).items() if k in layers}
+        content = descriptor(photo)[content_layer]
+
+    def objective(image: torch.Tensor) -> torch.Tensor:
+        features = descriptor(image)
+        return style_weight * texture_loss(
+            features, grams, layers, relative
+        ) + content_weight * content_loss(features[content_layer], content)
+
+    return objective
+
+
+def stylize(
+    objective: Callable[[torch.Tensor], torch.Tensor], photo: torch.Tensor, run: GatysRun
+) -> tuple[dict, torch.Tensor]:
+    """Gatys et al.'s style transfer of the (1, 3, H, W) `photo`, started from the photo, on
+    each parametrisation in turn (`run` with its `pixels` replaced), until the delivered image
+    reaches `run.target_loss`: the record of each, the fastest one's name under "baseline", and
+    that one's image."""
+    records, images = {}, {}
+    for pixels in PIXELS:
+        records[pixels], images[pixels] = optimise(objective, replace(run, pixels=pixels), photo)
+        del records[pixels]["curve"]
+
+    def speed(pixels: str) -> tuple:
+        parity = records[pixels]["parity_s"]
+        return (parity is None, parity or 0.0, records[pixels]["loss"])
+
+    best = min(PIXELS, key=speed)
+    return {"variants": records, "baseline": best}, images[best]

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from test_runtime import tiny_onnx
 
-from benchmarks import quality
+from benchmarks import gatys, quality
 from benchmarks.cli import main as bench_main
 from benchmarks.judge import TILE, QualityConfig, quality_table, run_quality
 from tn_export.checkpoint import save_checkpoint
@@ -239,3 +239,45 @@ def test_a_resumed_runs_curve_continues_its_clock():
         {"seconds": 30, "eval_distance": 5},
     ]
     assert eval_curve(rows) == [(1.0, 9), (2.5, 5)]
+
+
+def test_gatys_minimises_the_loss_the_style_model_was_trained_on(tmp_path, images):
+    """style_objective, built from a checkpoint's train_config alone, is training's loss."""
+    from dataclasses import asdict
+
+    from training.train import TrainConfig, _Objective
+
+    cfg = TrainConfig(
+        "style", exemplar=images["fine"], out=tmp_path, descriptor="random", style_weight=0.5,
+        content_weight=3.0, relative_loss=False,
+    )  # fmt: skip
+    descriptor = load_descriptor("random", [*cfg.layers, cfg.content_layer])
+    training = _Objective(cfg, descriptor, torch.autocast("cpu", enabled=False), content=True)
+    style = torch.from_numpy(to_array(Image.open(images["fine"])))[None]
+    training.aim_at([style])
+    photo, image = torch.rand(2, 1, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    expected = sum(training.terms(photo, image).values())
+    train = json.loads(json.dumps(asdict(cfg), default=str))  # as stored in the checkpoint
+    objective = gatys.style_objective(descriptor, train, style, photo)
+    assert float(objective(image)) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_gatys_stylizes_each_photo_to_the_generators_loss(tmp_path, images):
+    path = tmp_path / "style.pt"
+    save_checkpoint(path, _tiny("style"), {"train_config": {"style_weight": 1.0}})
+    photos = {"photos": [images["coarse"]], "gatys_seconds": 30.0}
+    result = run_quality(_config(str(path), tmp_path / "q", images, **photos))
+    (record,) = result["gatys"]["photos"]
+    best = record["variants"][record["baseline"]]
+    assert set(record["variants"]) == set(gatys.PIXELS)
+    # The photo itself is nearer the generator's loss than the untrained generator's output,
+    # so Gatys reaches parity, and the image it returns is at or below that loss.
+    assert best["parity_s"] is not None and best["loss"] <= record["generator_loss"]
+    assert record["generator_s"] > 0 and len(result["gatys"]["style_distance"]["values"]) == 1
+    assert "Gatys et al. to parity" in quality_table(result)
+    sheet = Image.open(tmp_path / "q" / "quality.png")
+    assert sheet.height == 3 * (TILE + 18)  # photos, stylized, Gatys
+    texture = tmp_path / "texture.pt"
+    save_checkpoint(texture, _tiny())
+    with pytest.raises(UserError, match="--gatys compares a style model"):
+        run_quality(_config(str(texture), tmp_path / "t", images, gatys_seconds=5.0))
