@@ -254,3 +254,39 @@ def test_fp32_further_than_1e4_from_pytorch_passes_only_near_the_float64_result(
     ok, verdict, _ = reference.compare(answers(3 * torch32), "fp32")  # 3x as far as PyTorch
     assert not ok and "beyond 2x" in verdict
     assert not reference.compare(answers(0.05), "fp32")[0]  # a broken conversion
+
+
+def test_instance_norms_keep_float32_precision_on_large_maps(tmp_path):
+    """A map with a large mean and a small spread, at 512x2048: the lean graph's instance norm
+    (plain and conditional) stays within 2x PyTorch float32's distance from float64."""
+    from tn_export.export.onnx import lean
+    from tn_export.generator import ConditionalInstanceNorm2d
+
+    torch.manual_seed(0)
+    plain = torch.nn.InstanceNorm2d(4, affine=True)
+    conditional = ConditionalInstanceNorm2d(4, 2)
+    with torch.no_grad():
+        for p in [*plain.parameters(), *conditional.parameters()]:
+            p.normal_()
+
+    class Norms(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.plain, self.conditional = plain, conditional
+
+        def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+            return self.conditional(self.plain(x), style)
+
+    model = Norms().eval()
+    x = 50 + 0.01 * torch.randn(1, 4, 512, 2048)
+    style = torch.tensor([[0.3, 0.7]])
+    path = tmp_path / "norms.onnx"
+    program = torch.onnx.export(lean(model), (x, style), dynamo=True, verbose=False)
+    program.save(str(path))
+    import onnxruntime as ort
+
+    got = ort.InferenceSession(str(path)).run(None, {"x": x.numpy(), "style": style.numpy()})[0]
+    with torch.no_grad():
+        ours = model(x, style).numpy()
+        exact = model.double()(x.double(), style.double()).numpy()
+    assert np.abs(got - exact).max() <= 2 * np.abs(ours - exact).max()
