@@ -2,7 +2,7 @@
 
 tn-bench [run] [--model CHECKPOINT] [--sizes 256,512,1024,768x512] [--backends ...] [--quick] -o DIR
 tn-bench report DIR/results.json [-o DIR] [--notes FILE]
-tn-bench quality MODEL --exemplar IMG [--against IMG ...] [--size 256] [--samples 8] -o DIR
+tn-bench quality MODEL --exemplar IMG [--against IMG ...] [--photos IMG ... [--gatys S]] -o DIR
 tn-bench train-speed [--image-size 256] [--batch-size 4] [--iterations 4] [--rounds 3] -o DIR
 tn-bench training-curve RUN [RUN ...] [--reference NAME=DISTANCE ...] -o FILE.png
 

@@ -98,7 +98,8 @@ def optimise(
     from .quality import delivered
 
     sigmoid = r.pixels == "sigmoid"
-    z = (torch.logit(start, eps=SIGMOID_EPS) if sigmoid else start.clone()).requires_grad_(True)
+    z = torch.logit(start, eps=SIGMOID_EPS) if sigmoid else start.clone()
+    z = z.contiguous().requires_grad_(True)  # L-BFGS flattens it with view()
     if r.optimizer == "lbfgs":
         opt = torch.optim.LBFGS(
             [z], max_iter=LBFGS_STEP, history_size=LBFGS_HISTORY, line_search_fn="strong_wolfe"

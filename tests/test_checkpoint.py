@@ -117,7 +117,7 @@ def test_missing_path_and_folder(tmp_path):
         load_checkpoint(tmp_path)
 
 
-@pytest.mark.parametrize("name", ["red_peppers", "starry"])
+@pytest.mark.parametrize("name", ["red_peppers", "starry", "starry_bn"])
 def test_bundled_checkpoints_hold_only_the_typed_metadata_keys(name):
     ckpt = load_checkpoint(MODELS / f"{name}.pt")
     assert {"mode", "exemplar", "iteration", "loss"} <= set(ckpt.metadata)

@@ -235,7 +235,8 @@ def test_bundled_style_model_moves_a_photo_towards_starry_night_and_keeps_its_la
         def loss(image: torch.Tensor) -> float:
             return texture_loss(descriptor(image), grams, STYLE_LAYERS).item()
 
-        assert loss(styled) < 0.2 * loss(photo)  # 1.05 vs 12.3; an untrained generator: 4.7
+        # 1.23e5 against the photo's 1.76e6; the batch-norm starry_bn: 2.41e5 (0.14x)
+        assert loss(styled) < 0.1 * loss(photo)
     # The layout survives: the stylized luminance still follows the photo's.
     luminance = [t.mean(dim=1).flatten() for t in (photo, styled)]
     assert torch.corrcoef(torch.stack(luminance))[0, 1] > 0.3
