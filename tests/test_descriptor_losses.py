@@ -99,6 +99,29 @@ def test_texture_loss_is_zero_at_the_target_and_positive_elsewhere():
     assert absolute == pytest.approx(relative * scale.item(), rel=1e-5)
 
 
+def test_normalized_gradients_give_each_layer_a_unit_pull_and_keep_the_value():
+    torch.manual_seed(0)
+    feats = {"a": torch.randn(2, 4, 8, 8), "b": torch.randn(2, 8, 4, 4)}
+    targets = {"a": torch.randn(4, 4), "b": 100 * torch.randn(8, 8)}  # b's error is far larger
+    grads, values = {}, {}
+    for normalize in (False, True):
+        leaves = {k: v.clone().requires_grad_() for k, v in feats.items()}
+        loss = texture_loss(leaves, targets, ["a", "b"], normalize_gradients=normalize)
+        loss.backward()
+        grads[normalize] = {k: v.grad for k, v in leaves.items()}
+        values[normalize] = loss.item()
+    assert values[True] == pytest.approx(values[False])
+    for k in feats:
+        assert grads[True][k].abs().sum().item() == pytest.approx(1.0, rel=1e-5)
+        # Only the length changes, not the direction.
+        cos = torch.nn.functional.cosine_similarity(
+            grads[True][k].flatten(), grads[False][k].flatten(), dim=0
+        )
+        assert cos.item() == pytest.approx(1.0, abs=1e-5)
+    plain = {k: g.abs().sum().item() for k, g in grads[False].items()}
+    assert plain["b"] > 10 * plain["a"]  # without it, b's term would drown a's
+
+
 def test_content_and_tv_losses():
     x = torch.rand(1, 3, 8, 8)
     assert content_loss(x, x).item() == 0.0

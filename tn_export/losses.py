@@ -15,11 +15,24 @@ def gram_matrix(features: torch.Tensor) -> torch.Tensor:
     return f @ f.transpose(1, 2) / (c * h * w)
 
 
+class _UnitGradient(torch.autograd.Function):
+    """The identity, whose backward divides the incoming gradient by its L1 norm."""
+
+    @staticmethod
+    def forward(ctx, features: torch.Tensor) -> torch.Tensor:
+        return features.view_as(features)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad / (grad.abs().sum() + 1e-8)
+
+
 def texture_loss(
     features: Mapping[str, torch.Tensor],
     target_grams: Mapping[str, torch.Tensor],
     layers: Sequence[str],
     relative: bool = False,
+    normalize_gradients: bool = False,
 ) -> torch.Tensor:
     """Sum over layers of the mean squared difference between Gram matrices (upstream's loss and
     the quality yardstick of `tn-bench quality`). `target_grams[layer]` is (C, C), (1, C, C), or
@@ -29,10 +42,16 @@ def texture_loss(
     counts alike and an unrelated image scores about 1 per layer. Absolute errors let the layers
     with the largest Gram entries (relu2_1, relu3_1) lead, which is what matches the paper's
     models on colour and fine structure; see docs/training.md.
+
+    `normalize_gradients` (upstream's -normalize_gradients) leaves the value alone and divides
+    the gradient each layer's term sends into its activations by that gradient's L1 norm, so
+    every layer pulls with the same strength whatever the size of its error; the deeper
+    layers' gradients still flow through the shallower activations unchanged.
     """
     total = features[layers[0]].new_zeros(())
     for layer in layers:
-        g = gram_matrix(features[layer])
+        f = features[layer]
+        g = gram_matrix(_UnitGradient.apply(f) if normalize_gradients else f)
         t = target_grams[layer]
         error = (g - t.expand_as(g)).pow(2).mean(dim=(-2, -1))
         if relative:

@@ -88,6 +88,12 @@ def _parser() -> argparse.ArgumentParser:
             help="relative divides each layer's Gram error by its target's mean square "
             "(default: absolute for texture, relative for style)",
         )
+        p.add_argument(
+            "--normalize-gradients",
+            action="store_true",
+            help="divide the gradient of each layer's Gram term by its L1 norm (upstream's "
+            "-normalize_gradients): every layer pulls alike",
+        )
         p.add_argument("--content-weight", type=WEIGHT, help="style: weight of the content loss")
         p.add_argument("--tv-weight", type=WEIGHT, help="weight of the total variation loss")
         p.add_argument(

@@ -72,6 +72,9 @@ class TrainConfig:
     # Divide each layer's Gram error by its target's mean square. None: absolute for textures
     # (upstream's loss, the yardstick); relative for style, whose weights were tuned with it.
     relative_loss: bool | None = None
+    # Upstream's -normalize_gradients: each layer's Gram term sends its activations a gradient
+    # of unit L1 norm (docs/training.md, "Gradient normalisation").
+    normalize_gradients: bool = False
     content_weight: float = 1.0
     tv_weight: float = 0.0
     diversity_weight: float = 0.0
@@ -238,7 +241,7 @@ class _Objective:
         )
         terms = {
             "texture": cfg.style_weight
-            * texture_loss(feats, targets, cfg.layers, cfg.relative_loss)
+            * texture_loss(feats, targets, cfg.layers, cfg.relative_loss, cfg.normalize_gradients)
         }
         if self.content:
             with torch.no_grad():
