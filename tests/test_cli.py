@@ -84,7 +84,9 @@ def test_the_help_shows_the_defaults_of_the_configs(capsys):
     with pytest.raises(SystemExit):
         train_cli.main(["texture", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "(default: 2; 16 with --preset paper)" in text  # --batch-size
+    assert "(default: 4; 16 with --preset paper)" in text  # --batch-size
+    assert "(default: 128; 256 with --preset paper)" in text  # --image-size
+    assert "(default: 400; 0 with --preset paper)" in text  # --finish-last
     assert "(default: circular)" in text and "(default: vgg19)" in text
 
 

@@ -109,6 +109,23 @@ def test_the_last_iterations_score_the_clamped_output(texture, tmp_path, monkeyp
         TrainConfig(mode="texture", exemplar=texture, out=tmp_path, clamp_last=-1)
 
 
+def test_the_last_iterations_train_on_finish_size_crops(texture, tmp_path):
+    run = tmp_path / "run"
+    args = ["texture", "--texture", str(texture), "-o", str(run), "--sample-every", "2"]
+    assert (
+        main([*args, *fast("--iterations", "4", "--finish-size", "96", "--finish-last", "2")]) == 0
+    )
+    sizes = [Image.open(p).size for p in sorted((run / "samples").iterdir())]
+    assert sizes == [(64, 64), (96, 96)]  # each sample is its iteration's first input
+    with pytest.raises(UserError, match="--finish-size is for textures"):
+        TrainConfig(mode="style", exemplar=texture, out=tmp_path, finish_size=512, finish_last=9)
+    # A size given alone holds throughout; the recipe's finish is for its own 128 px crops.
+    assert (
+        TrainConfig(mode="texture", exemplar=texture, out=tmp_path, image_size=64).size_at(3600)
+        == 64
+    )
+
+
 def test_interrupted_and_resumed_equals_uninterrupted(texture, tmp_path):
     base = [
         "texture",
@@ -249,11 +266,24 @@ def test_the_recipe_is_the_default_and_paper_is_upstreams_v1(tmp_path):
         args = _parser().parse_args(["texture", "--texture", "t.png", "-o", "r", *extra])
         return _schedule(args)
 
-    recipe = schedule()
-    assert recipe == {"batch_size": 2, "iterations": 5200, "lr": 0.05, "lr_decay": 0.8,
-                      "lr_step": 400, "clamp_last": 400}  # fmt: skip
     assert schedule("--preset", "paper") == PAPER
     assert schedule("--preset", "paper", "--lr", "0.02")["lr"] == 0.02  # options given win
     texture = TrainConfig(mode="texture", exemplar=tmp_path, out=tmp_path)
     style = TrainConfig(mode="style", exemplar=tmp_path, out=tmp_path)
+    assert (texture.image_size, texture.batch_size, texture.iterations, texture.lr) == (
+        128, 4, 3600, 0.1)  # fmt: skip
+    assert (style.image_size, style.batch_size, style.iterations, style.lr) == (256, 2, 5200, 0.05)
+    assert texture.lr_step == style.lr_step == 400
+    assert (texture.clamp_last, style.clamp_last) == (800, 400)
+    # Textures finish on 256 px crops for their last 400 iterations; style keeps one size.
+    assert [texture.size_at(it) for it in (1, 3200, 3201, 3600)] == [128, 128, 256, 256]
+    assert style.finish_last == 0 and style.size_at(5200) == 256
+    assert texture.normalize_gradients and not style.normalize_gradients
     assert texture.relative_loss is False and style.relative_loss is True
+    # The recipe fills only what is not given, so --preset paper keeps upstream's 256 px.
+    paper = TrainConfig(
+        mode="texture", exemplar=tmp_path, out=tmp_path, **schedule("--preset", "paper")
+    )
+    assert paper.image_size == 256 and paper.batch_size == 16 and paper.size_at(1500) == 256
+    off = TrainConfig(mode="texture", exemplar=tmp_path, out=tmp_path, normalize_gradients=False)
+    assert off.normalize_gradients is False

@@ -15,10 +15,10 @@ from tn_export.errors import Terminated, UserError, cli_entry
 from tn_export.images import image_files
 
 from .data import load_exemplar
-from .train import PAPER, TrainConfig, TrainingError, train
+from .train import PAPER, RECIPES, TrainConfig, TrainingError, train
 
 POSITIVE, WEIGHT = number(int, 1), number(float, 0)
-DEFAULTS = defaults(TrainConfig)  # the recipe; the parser shows and uses these
+DEFAULTS = defaults(TrainConfig)  # the recipe (None: RECIPES, by mode); the parser uses these
 
 
 def _layers(text: str) -> tuple[str, ...] | None:
@@ -40,15 +40,25 @@ def _parser() -> argparse.ArgumentParser:
     styles.add_argument(
         "--style", dest="exemplars", required=True, nargs="+", type=Path, help="the style images"
     )
-    d = DEFAULTS
     for p in (style, styles):
         p.add_argument("--content", required=True, nargs="+", help="content images or folders")
     for p in (texture, style, styles):
-        p.set_defaults(**{k: v for k, v in d.items() if k not in PAPER})
+        d = DEFAULTS | RECIPES["texture" if p is texture else "style"]
+        p.set_defaults(**{k: v for k, v in DEFAULTS.items() if k not in PAPER})
         p.add_argument("-o", "--out", required=True, type=Path, help="run folder")
         side, count = number(int, 1, budget.MAX_SIDE), number(int, 1, budget.count())
         p.add_argument(
-            "--image-size", type=side, help="side of the square training crops, in pixels"
+            "--image-size",
+            type=side,
+            help="side of the square training crops, in pixels (default: "
+            f"{d['image_size']}; {PAPER['image_size']} with --preset paper)",
+        )
+        p.add_argument(
+            "--finish-size",
+            type=side,
+            help="side of the crops of the last --finish-last iterations: train small, finish "
+            f"at the size samples are judged at (default: {d['finish_size']}; --image-size "
+            "if that alone is given)",
         )
         p.add_argument(
             "--preset",
@@ -68,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
                 number(int, 0),
                 "final iterations that score the output clamped to [0, 1], as delivered",
             ),
+            ("finish_last", number(int, 0), "final iterations trained on --finish-size crops"),
         ):
             p.add_argument(
                 f"--{flag.replace('_', '-')}",
@@ -90,9 +101,9 @@ def _parser() -> argparse.ArgumentParser:
         )
         p.add_argument(
             "--normalize-gradients",
-            action="store_true",
+            action=argparse.BooleanOptionalAction,
             help="divide the gradient of each layer's Gram term by its L1 norm (upstream's "
-            "-normalize_gradients): every layer pulls alike",
+            f"-normalize_gradients): every layer pulls alike (default: {d['normalize_gradients']})",
         )
         p.add_argument("--content-weight", type=WEIGHT, help="style: weight of the content loss")
         p.add_argument("--tv-weight", type=WEIGHT, help="weight of the total variation loss")

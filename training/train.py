@@ -40,14 +40,28 @@ PAPER = {
     "lr_decay": 0.8,
     "lr_step": 300,
     "clamp_last": 0,
+    "image_size": 256,
+    "finish_last": 0,
 }
+# Each mode's recipe: the TrainConfig fields left None take their mode's value. Textures train
+# with normalized gradients on 128 px crops at batch 4, a quarter of a 256 px step, and finish
+# on 256 px crops, the size they are judged at (docs/training.md, "Gradient normalisation" and
+# "Finishing at 256 px"). Style keeps the settings its weights were tuned with.
+RECIPES = {
+    "texture": {"image_size": 128, "batch_size": 4, "iterations": 3600, "lr": 0.1,
+                "clamp_last": 800, "finish_size": 256, "finish_last": 400,
+                "relative_loss": False, "normalize_gradients": True},
+    "style": {"image_size": 256, "batch_size": 2, "iterations": 5200, "lr": 0.05,
+              "clamp_last": 400, "finish_size": 256, "finish_last": 0,
+              "relative_loss": True, "normalize_gradients": False},
+}  # fmt: skip
 PARTS = ("descriptor", "generator")  # each autocasts to bf16 or not, as --PART-precision says
 
 
 @dataclass
 class TrainConfig:
-    """One tn-train run. Defaults are this project's recipe (docs/training.md); PAPER holds
-    upstream texture_nets v1's settings (`tn-train --preset paper`)."""
+    """One tn-train run. Defaults are this project's recipe (docs/training.md), RECIPES where
+    it differs by mode; PAPER holds upstream texture_nets v1's settings (`--preset paper`)."""
 
     mode: str  # "texture" | "style"
     exemplar: Path  # the texture (texture mode) or style image (style mode); the first style
@@ -56,25 +70,30 @@ class TrainConfig:
     # tn-train styles: the styles after the first, learnt together by conditional norms (one
     # scale and shift per style, the rest shared); each batch mixes them.
     more_styles: list[Path] = field(default_factory=list)
-    image_size: int = 256
-    batch_size: int = 2
-    iterations: int = 5200
-    lr: float = 0.05
+    image_size: int | None = None
+    batch_size: int | None = None
+    iterations: int | None = None
+    lr: float | None = None
     lr_decay: float = 0.8
     lr_step: int = 400
     # The last clamp_last iterations score the output clamped to [0, 1], as users receive it,
     # with the gradient passed straight through (docs/training.md: the raw output's values
     # outside [0, 1] cost the delivered image a quarter of its quality).
-    clamp_last: int = 400
+    clamp_last: int | None = None
+    # Progressive resolution: the last finish_last iterations train on finish_size crops, so
+    # that the coarse scales see the noise of the size samples are judged at. A --image-size
+    # given without --finish-size is the size throughout.
+    finish_size: int | None = None
+    finish_last: int | None = None
     layers: tuple[str, ...] | None = None  # None: TEXTURE_LAYERS or STYLE_LAYERS by mode
     content_layer: str = CONTENT_LAYER
     style_weight: float = 1.0
-    # Divide each layer's Gram error by its target's mean square. None: absolute for textures
-    # (upstream's loss, the yardstick); relative for style, whose weights were tuned with it.
+    # Divide each layer's Gram error by its target's mean square: off for textures (upstream's
+    # loss, the yardstick), on for style, whose weights were tuned with it.
     relative_loss: bool | None = None
     # Upstream's -normalize_gradients: each layer's Gram term sends its activations a gradient
     # of unit L1 norm (docs/training.md, "Gradient normalisation").
-    normalize_gradients: bool = False
+    normalize_gradients: bool | None = None
     content_weight: float = 1.0
     tv_weight: float = 0.0
     diversity_weight: float = 0.0
@@ -101,9 +120,25 @@ class TrainConfig:
         """The generator's `styles`: how many its conditional norms hold (0: no style input)."""
         return len(self.exemplars) if self.norm == "conditional" else 0
 
+    def size_at(self, it: int) -> int:
+        """The side of iteration `it`'s training crops (the last one's is the judged size)."""
+        return self.finish_size if it > self.iterations - self.finish_last else self.image_size
+
+    def _sizes(self) -> dict[str, int]:
+        """The crop sides this run trains on, by the flag that sets each."""
+        sizes = {"--image-size": self.image_size}
+        if self.finish_last and self.finish_size != self.image_size:
+            sizes["--finish-size"] = self.finish_size
+        return sizes
+
     def __post_init__(self) -> None:
-        if self.relative_loss is None:
-            self.relative_loss = self.mode == "style"
+        if self.mode not in RECIPES:
+            raise UserError(f"mode {self.mode!r} is neither texture nor style")
+        if self.finish_size is None and self.image_size is not None:
+            self.finish_size = self.image_size
+        for name, value in RECIPES[self.mode].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
         if self.layers is None:
             self.layers = TEXTURE_LAYERS if self.mode == "texture" else STYLE_LAYERS
         if (self.more_styles or self.norm == "conditional") and self.mode != "style":
@@ -112,6 +147,7 @@ class TrainConfig:
             raise UserError("several styles need conditional norms (tn-train styles)")
         for name in (
             "image_size",
+            "finish_size",
             "batch_size",
             "iterations",
             "lr_step",
@@ -121,23 +157,24 @@ class TrainConfig:
         ):
             if getattr(self, name) <= 0:
                 raise UserError(f"--{name.replace('_', '-')} must be positive")
-        if self.clamp_last < 0:
-            raise UserError("--clamp-last must be 0 or more")
-        if self.batch_size * self.image_size**2 > MAX_PIXELS:
-            raise UserError(
-                f"--batch-size {self.batch_size} x --image-size {self.image_size} squared is over "
-                f"the limit of {MAX_PIXELS} pixels per step; lower them"
-            )
-        if self.device == "cpu":  # a GPU's memory is its own
-            g = GeneratorConfig(self.mode)
-            step = self.batch_size * self.image_size**2
-            per_pixel = budget.training_bytes_per_pixel(g.scales, g.channels, g.input_channels)
-            what = f"a training step of --batch-size {self.batch_size} x --image-size"
-            budget.check_memory(step * per_pixel, f"{what} {self.image_size}", "lower them")
-        if self.image_size % 32:
-            raise UserError(
-                f"--image-size {self.image_size} is not a multiple of 32; use e.g. 128, 256 or 512"
-            )
+        for name in ("clamp_last", "finish_last"):
+            if getattr(self, name) < 0:
+                raise UserError(f"--{name.replace('_', '-')} must be 0 or more")
+        if len(self._sizes()) > 1 and self.mode == "style":
+            raise UserError("--finish-size is for textures: style crops are drawn at one size")
+        for flag, size in self._sizes().items():
+            if self.batch_size * size**2 > MAX_PIXELS:
+                raise UserError(
+                    f"--batch-size {self.batch_size} x {flag} {size} squared is over the limit "
+                    f"of {MAX_PIXELS} pixels per step; lower them"
+                )
+            if self.device == "cpu":  # a GPU's memory is its own
+                g = GeneratorConfig(self.mode)
+                per_pixel = budget.training_bytes_per_pixel(g.scales, g.channels, g.input_channels)
+                what = f"a training step of --batch-size {self.batch_size} x {flag} {size}"
+                budget.check_memory(self.batch_size * size**2 * per_pixel, what, "lower them")
+            if size % 32:
+                raise UserError(f"{flag} {size} is not a multiple of 32; use e.g. 128, 256 or 512")
         for part in PARTS:
             if getattr(self, f"{part}_precision") not in ("auto", "fp32", "bf16"):
                 raise UserError(f"--{part}-precision must be auto, fp32 or bf16")
@@ -194,7 +231,7 @@ def _train(cfg: TrainConfig, ranks: Ranks) -> Path:
                 if log and (it % cfg.log_every == 0 or last or quality):
                     _log(log, run, {**terms, **quality})
                 if main and last and cfg.norm == "batch":
-                    _recalibrate_norms(run.generator, run.next_input)
+                    _recalibrate_norms(run.generator, lambda: run.next_input(cfg.iterations))
                 if main and (it % cfg.checkpoint_every == 0 or last):
                     _save(run)
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: keep the last finished iteration, stop
@@ -277,11 +314,12 @@ class _Run:
     loss: float = math.nan  # its loss, averaged over ranks
     started: float = field(default_factory=time.perf_counter)
 
-    def next_input(self) -> torch.Tensor:
-        """This rank's share of the next global batch: noise, or content crops."""
+    def next_input(self, it: int) -> torch.Tensor:
+        """This rank's share of iteration `it`'s global batch: noise, or content crops."""
         cfg = self.cfg
         if self.crops is None:
-            x = self.generator.sample_input(cfg.batch_size, cfg.image_size, cfg.image_size)
+            size = cfg.size_at(it)
+            x = self.generator.sample_input(cfg.batch_size, size, size)
             x = x[self.share]
         else:
             x = self.crops.batch(cfg.batch_size, self.share)
@@ -361,7 +399,7 @@ def _step(run: _Run, it: int) -> tuple[torch.Tensor, dict[str, float]]:
     """One optimiser step on the next batch: its input and its loss terms (the global batch's,
     the same on every rank, so that all ranks stop together on a NaN)."""
     cfg = run.cfg
-    x, styles = run.next_input(), run.styles_of(it)
+    x, styles = run.next_input(it), run.styles_of(it)
     weights = None if styles is None else F.one_hot(styles, cfg.styles).float()
     with run.generate_cast, run.ranks.own_noise(cfg.seed, it) if run.crops else nullcontext():
         out = (run.model(x) if weights is None else run.model(x, weights)).float()
@@ -501,15 +539,14 @@ def _recalibrate_norms(generator: PyramidGenerator, draw) -> None:
 @torch.no_grad()
 def _eval_distance(generator: PyramidGenerator, objective: _Objective) -> float:
     """Mean absolute Gram distance of two delivered eval-mode samples (fixed seeds) at the
-    training size: the yardstick of `tn-bench quality`, in the training descriptor."""
+    final training size: the yardstick of `tn-bench quality`, in the training descriptor."""
     cfg, targets = objective.cfg, objective.targets
+    size = cfg.size_at(cfg.iterations)
     was_training = generator.training
     generator.eval()
     total = 0.0
     for seed in (1, 2):
-        noise = generator.sample_input(
-            1, cfg.image_size, cfg.image_size, torch.Generator().manual_seed(seed)
-        )
+        noise = generator.sample_input(1, size, size, torch.Generator().manual_seed(seed))
         image = delivered(generator(noise.to(targets[cfg.layers[0]].device)).float())
         feats = {k: v.float() for k, v in objective.describe(image).items()}
         total += float(texture_loss(feats, targets, cfg.layers))
