@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import torch
+from torch import distributed as dist
 from torch.nn import functional as F
 
 
@@ -16,7 +17,8 @@ def gram_matrix(features: torch.Tensor) -> torch.Tensor:
 
 
 class _UnitGradient(torch.autograd.Function):
-    """The identity, whose backward divides the incoming gradient by its L1 norm."""
+    """The identity, whose backward divides the incoming gradient by its L1 norm: the whole
+    batch's norm, also under torchrun, where each rank holds a share of it."""
 
     @staticmethod
     def forward(ctx, features: torch.Tensor) -> torch.Tensor:
@@ -24,7 +26,14 @@ class _UnitGradient(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        return grad / (grad.abs().sum() + 1e-8)
+        norm = grad.abs().sum()
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            # Each rank's loss is the mean over its share, so its gradient is world_size times
+            # its part of one process's: the mean of the ranks' norms is one process's norm.
+            total = norm.float()
+            dist.all_reduce(total)
+            norm = (total / dist.get_world_size()).to(norm.dtype)
+        return grad / (norm + 1e-8)
 
 
 def texture_loss(
