@@ -29,7 +29,7 @@ from ..runtime.session import session_options
 from ..sizes import calibration_sizes
 from .equalize import equalize
 from .graph import example_inputs
-from .reference import psnr
+from .reference import MIN_PSNR_DB, psnr
 
 
 def to_fp16(src: Path, dst: Path) -> None:
@@ -69,22 +69,32 @@ def calibration_feeds(contract: ModelContract, samples: int, first_seed: int = 0
     ]
 
 
-def heavy_convs(model: onnx.ModelProto) -> list[str]:
-    """The widest convolutions with a kernel over 1x1: in the pyramid, the two 3x3 convolutions
-    of the finest join, about three quarters of its arithmetic. Measured one layer at a time on
-    the bundled models (docs/int8.md), they are also among the layers int8 hurts least; the
-    coarse scales, the 1x1 convolutions and to_rgb cost little and amplify their error most."""
+def wide_convs(model: onnx.ModelProto, widths: int, spatial_only: bool) -> list[str]:
+    """The convolutions whose output is among the `widths` widest (only those with a kernel over
+    1x1 where `spatial_only`). In the pyramid the width grows scale by scale to the finest join
+    (48 channels for six scales), so the widest convolutions are the finest scales' joins."""
     weights = {t.name: t.dims for t in model.graph.initializer}
     convs = [n for n in model.graph.node if n.op_type == "Conv" and n.input[1] in weights]
-    spatial = [n for n in convs if list(weights[n.input[1]][2:]) != [1, 1]]
-    widest = max((weights[n.input[1]][0] for n in spatial), default=0)
-    return [n.name for n in spatial if weights[n.input[1]][0] == widest]
+    if spatial_only:
+        convs = [n for n in convs if list(weights[n.input[1]][2:]) != [1, 1]]
+    wide = sorted({weights[n.input[1]][0] for n in convs})[-widths:]
+    return [n.name for n in convs if weights[n.input[1]][0] in wide]
 
 
-INT8_LAYERS = ("heavy", "all")
-# Shrinks of a calibrated range tried per activation, best first kept: with few quantized
-# layers the search is a handful of quantizations, and it raised the bundled models' worst PSNR
-# from 33 to 38 dB where plain MinMax ranges happened to fall badly.
+# Which convolutions each int8 setting quantizes, most arithmetic first (docs/int8.md has the
+# measurements): "fine", the joins of the two finest scales (3x3 and 1x1, about 95 % of the
+# pyramid's arithmetic); "heavy", the finest join's two 3x3 (about 77 %); "all". The coarse
+# scales, the branches (their first convolution reads the input) and to_rgb cost little and
+# amplify their error most, scale after scale.
+INT8_LAYERS = {"fine": (2, False), "heavy": (1, True), "all": None}
+# "auto" takes the first of these whose int8 model is this far above the PSNR rule on held-out
+# inputs: the validation sizes are other inputs, and the margin keeps a model that only just
+# passes here from failing there.
+AUTO_LAYERS = ("fine", "heavy")
+AUTO_MARGIN_DB = 1.0
+# Shrinks of a calibrated range tried per activation, best first kept: a handful of
+# quantizations per activation, and it raised the bundled models' worst PSNR from 33 to 38 dB
+# where plain MinMax ranges happened to fall badly (heavy convs).
 RANGE_SHRINKS = (0.8, 0.6)
 
 
@@ -93,22 +103,24 @@ def to_int8(
     dst: Path,
     contract: ModelContract,
     samples: int = 16,
-    layers: str = "heavy",
+    layers: str = "auto",
     equalize_alpha: float = 0.5,
     search: bool = True,
 ) -> dict:
-    """Static QDQ quantization: per-channel s8 weights, u8 activations, of the `heavy_convs` only
-    (`layers="heavy"`) or of every convolution ("all"), after equalizing the channel ranges
-    (equalize_alpha 0: not). Activation ranges: MinMax over `samples` generated inputs, then
-    (`search`, heavy layers only) each narrowed where that brings the int8 model closer to fp32
-    on other inputs. Norms, activations, resizes and concats stay float. Returns what was done,
-    for the export's record.
+    """Static QDQ quantization: per-channel s8 weights, u8 activations, of the convolutions of
+    `layers` (INT8_LAYERS; "auto": the first of AUTO_LAYERS that keeps the picture), after
+    equalizing the channel ranges (equalize_alpha 0: not). Activation ranges: MinMax over
+    `samples` generated inputs, then (`search`, not with "all") each narrowed where that brings
+    the int8 model closer to fp32 on other inputs. Norms and activations stay float; padding and
+    concatenation copy int8 where they feed a quantized convolution. Returns what was done, for
+    the export's record.
 
-    Every convolution in int8 costs the trained bundled models 15 dB more than the heavy ones
-    alone (about 20 dB against fp32 vs 36 to 40 dB): this network amplifies quantization error
-    scale after scale, so the coarse scales, cheap anyway, stay in float32 (docs/int8.md)."""
-    if layers not in INT8_LAYERS:
-        raise ValueError(f"layers must be one of {INT8_LAYERS}, not {layers!r}")
+    Every convolution in int8 costs the trained bundled models 15 dB more than the finest
+    scales' alone (about 20 dB against fp32 vs 38 to 42 dB): this network amplifies
+    quantization error scale after scale, so the coarse scales, cheap anyway, stay in float32
+    (docs/int8.md)."""
+    if layers not in (*INT8_LAYERS, "auto"):
+        raise ValueError(f"layers must be 'auto' or one of {tuple(INT8_LAYERS)}, not {layers!r}")
     feeds = calibration_feeds(contract, samples)
     held_out = calibration_feeds(contract, 6, first_seed=1000)
     with tempfile.TemporaryDirectory(prefix="tn-export-int8-") as tmp:
@@ -122,28 +134,38 @@ def to_int8(
             model, rescaled = equalize(model, feeds, equalize_alpha)
             onnx.save_model(model, str(prepared))
         convs = [n for n in model.graph.node if n.op_type == "Conv"]
-        chosen = heavy_convs(model) if layers == "heavy" else [n.name for n in convs]
-        activations = list(
-            dict.fromkeys(t for n in convs if n.name in chosen for t in (n.input[0], n.output[0]))
-        )
-        ranges = _ranges(prepared, activations, feeds)
-        shrinks = dict.fromkeys(activations, 1.0)
 
-        def closeness(trial: dict[str, float]) -> float:
+        def closeness(chosen: list[str], ranges: dict, trial: dict[str, float]) -> float:
             _quantize(prepared, dst, chosen, ranges, trial, feeds[:1])
             return min(map(psnr, _run(dst, held_out), expected))
 
-        best = closeness(shrinks)
-        for tensor in activations if search and layers == "heavy" else []:
-            for shrink in RANGE_SHRINKS:
-                trial = shrinks | {tensor: shrink}
-                if (score := closeness(trial)) > best:
-                    best, shrinks = score, trial
-        closeness(shrinks)
+        tried = []
+        for setting in AUTO_LAYERS if layers == "auto" else (layers,):
+            wide = INT8_LAYERS[setting]
+            chosen = [n.name for n in convs] if wide is None else wide_convs(model, *wide)
+            activations = list(
+                dict.fromkeys(
+                    t for n in convs if n.name in chosen for t in (n.input[0], n.output[0])
+                )
+            )
+            ranges = _ranges(prepared, activations, feeds)
+            shrinks = dict.fromkeys(activations, 1.0)
+            best = closeness(chosen, ranges, shrinks)
+            for tensor in activations if search and wide is not None else []:
+                for shrink in RANGE_SHRINKS:
+                    trial = shrinks | {tensor: shrink}
+                    if (score := closeness(chosen, ranges, trial)) > best:
+                        best, shrinks = score, trial
+            tried.append((best, setting, chosen, ranges, shrinks, activations))
+            if best >= MIN_PSNR_DB["int8"] + AUTO_MARGIN_DB:
+                break
+        best, setting, chosen, ranges, shrinks, activations = max(tried, key=lambda t: t[0])
+        closeness(chosen, ranges, shrinks)
     _copy_metadata(src, dst)
     return {
         "int8": {
-            "layers": layers,
+            "layers": setting,
+            "tried": {t[1]: round(t[0], 2) for t in tried},
             "quantized_convs": len(chosen),
             "convs": len(convs),
             "equalized_producers": rescaled,
@@ -181,6 +203,58 @@ def _quantize(
         calibrate_method=CalibrationMethod.MinMax,
         extra_options={"TensorQuantOverrides": overrides},
     )
+    onnx.save_model(_copies_in_int8(onnx.load_model(str(dst))), str(dst))
+
+
+# Ops that only copy values: a QuantizeLinear after one gives what the copy of its quantized
+# input gives. Pad only in the modes that copy (constant mode would add float zeros).
+_COPIES = {"Pad", "Concat"}
+_COPYING_PADS = {b"wrap", b"reflect", b"edge"}
+
+
+def _copies_in_int8(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` with each QuantizeLinear moved above the Pads and Concats that feed it alone, so
+    that they copy u8 instead of float32: 4x fewer bytes through the most memory-bound ops of the
+    graph, and exactly the same numbers. Concat gets one QuantizeLinear per input, each with the
+    same scale and zero point."""
+    graph = model.graph
+    producer = {out: node for node in graph.node for out in node.output}
+    readers: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
+    moved = True
+    while moved:
+        moved = False
+        for q in [n for n in graph.node if n.op_type == "QuantizeLinear"]:
+            copy = producer.get(q.input[0])
+            if copy is None or copy.op_type not in _COPIES or readers[copy.output[0]] != 1:
+                continue
+            mode = next((a.s for a in copy.attribute if a.name == "mode"), b"constant")
+            if copy.op_type == "Pad" and mode not in _COPYING_PADS:
+                continue
+            data = copy.input[:1] if copy.op_type == "Pad" else list(copy.input)
+            for i, name in enumerate(data):
+                new = onnx.helper.make_node(
+                    "QuantizeLinear",
+                    [name, *q.input[1:]],
+                    [f"{q.output[0]}__{i}"],
+                    f"{q.name}__{i}",
+                )
+                new.attribute.extend(q.attribute)
+                graph.node.append(new)
+                copy.input[i] = new.output[0]
+                producer[new.output[0]] = new
+                readers[new.output[0]] = 1
+            copy.output[0] = q.output[0]
+            producer[q.output[0]] = copy
+            graph.node.remove(q)
+            moved = True
+    ir_model = onnx_ir.from_proto(model)
+    ir_model.graph.sort()
+    model = onnx_ir.to_proto(ir_model)
+    del model.graph.value_info[:]  # the moved tensors changed type; onnxruntime infers them again
+    return model
 
 
 def _session(path: Path, outputs: list[str] | None = None) -> ort.InferenceSession:
