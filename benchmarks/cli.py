@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 from tn_export import budget
 from tn_export.atomic import atomic_path, check_outputs
-from tn_export.budget import DESCRIPTOR_BYTES_PER_PIXEL, MAX_PIXELS, MAX_SIDE, number
+from tn_export.budget import (
+    DESCRIPTOR_BYTES_PER_PIXEL,
+    MAX_PIXELS,
+    MAX_SIDE,
+    MAX_TILED_SIDE,
+    number,
+)
 from tn_export.cli import command_parser, defaults, flags, given
 from tn_export.errors import UserError, cli_entry
 from tn_export.images import load_image
@@ -79,6 +85,12 @@ def _count() -> Callable[[str], int | float]:
 
 SIDE = number(int, 1, MAX_SIDE)
 SECONDS = number(float, above=0)
+MEGABYTES = number(float, above=0)
+
+
+def parse_megabytes(text: str) -> list[float]:
+    """'64,128,256' -> memory bounds in MB, each checked; an argparse `type`."""
+    return [MEGABYTES(p.strip()) for p in text.split(",") if p.strip()]
 
 
 def _text(value: Any) -> str:
@@ -164,6 +176,39 @@ def _run_options(p: argparse.ArgumentParser) -> None:
         "--gatys-memory-size",
         type=SIDE,
         help="size of the Gatys memory run" + _default("gatys_memory_size"),
+    )
+    p.add_argument(
+        "--tiling",
+        action=argparse.BooleanOptionalAction,
+        help="measure exact tiles against whole images (memory bounds, latency, a large "
+        "texture and photo)" + _default("tiling"),
+    )
+    p.add_argument(
+        "--tiling-bounds",
+        type=parse_megabytes,
+        metavar="MB,...",
+        help="memory bounds at --gatys-memory-size" + _default("tiling_bounds"),
+    )
+    p.add_argument(
+        "--tiling-max-memory",
+        type=MEGABYTES,
+        metavar="MB",
+        help="the bound of the tiled latency and large runs" + _default("tiling_max_memory"),
+    )
+    p.add_argument(
+        "--tiling-latency-size",
+        type=SIDE,
+        help="side timed tiled against whole" + _default("tiling_latency_size"),
+    )
+    p.add_argument(
+        "--tiling-size",
+        type=number(int, 1, MAX_TILED_SIDE),
+        help="side of the large texture and photo" + _default("tiling_size"),
+    )
+    p.add_argument(
+        "--tiling-photo",
+        type=Path,
+        help="the photo stylized at --tiling-size (default: $TN_SHARED/data/content/tiger.jpg)",
     )
     p.add_argument("--runs", type=_count(), help="timed runs" + _default("runs"))
     p.add_argument("--warmup", type=_count(), help="untimed warm-up runs" + _default("warmup"))
@@ -406,7 +451,15 @@ def make_config(args: argparse.Namespace, argv: list[str]) -> BenchConfig:
             f"{shared / 'data' / 'textures'}; pass --texture PATH or --no-gatys"
         )
     weights = descriptor_weights(args.descriptor_weights, metadata.get("descriptor") or "vgg16")
-    resolved = {"model": Path(model), "texture": texture, "descriptor_weights": weights}
+    photo = _default_file(options.get("tiling_photo"), shared / "data" / "content" / "tiger.jpg")
+    if photo is not None:
+        load_image(photo)  # one line now rather than a failed run at the end
+    resolved = {
+        "model": Path(model),
+        "texture": texture,
+        "descriptor_weights": weights,
+        "tiling_photo": photo,
+    }
     cfg = BenchConfig(**options | resolved, command=command_line(argv))
     check_sizes(cfg, checkpoint.config)
     return cfg

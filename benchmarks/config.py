@@ -39,6 +39,15 @@ class BenchConfig:
     gatys_memory_size: int = 512
     samples: int = 8
     peak_n: int = 4096
+    # The tiling step (benchmarks/tiling.py): memory bounds in MB at gatys_memory_size, the
+    # runtime's bound for the middle size (tiled against whole latency) and the large texture
+    # and photo, the photo stylized (None: the photo runs are skipped).
+    tiling: bool = True
+    tiling_bounds: list[float] = field(default_factory=lambda: [64.0, 128.0, 256.0])
+    tiling_max_memory: float = 256.0
+    tiling_latency_size: int = 1024
+    tiling_size: int = 4096
+    tiling_photo: Path | None = None
     command: str = ""
 
 
@@ -52,6 +61,10 @@ QUICK = {
     "samples": 4,
     "warmup": 2,
     "peak_n": 2048,
+    "tiling_bounds": [],
+    "tiling_max_memory": 64.0,
+    "tiling_latency_size": 256,
+    "tiling_size": 512,
 }
 
 

@@ -21,6 +21,7 @@ from .analysis import (  # noqa: E402
     ok_cells,
     scaling_fits,
     series,
+    tiled_runs,
 )
 
 SHOWN_SAMPLES = 4  # generator samples in the image strip
@@ -96,6 +97,29 @@ def memory(results: dict) -> bytes | None:
     ax.set_title("Memory: peak RSS increase over an idle interpreter")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def tiling(results: dict) -> bytes | None:
+    """Peak RSS increase against latency of the tiling step's bounds at one size, whole image
+    included, with Gatys's peak there as a line."""
+    runs = [r for r in tiled_runs(results, "bounds") if r.get("rss_increase_bytes")]
+    if not runs:
+        return None
+    size = runs[0]["size"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for r in runs:
+        x, y = r["median_ms"] / 1e3, r["rss_increase_bytes"] / MIB
+        bound = "whole" if r["max_memory_mb"] is None else f"{r['max_memory_mb']:g} MB"
+        ax.plot(x, y, marker="o", color="tab:blue" if r["tiles"] else "tab:orange")
+        ax.annotate(bound, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    g = gatys_memory(results, size)
+    if g and g.get("rss_increase_bytes"):
+        ax.axhline(g["rss_increase_bytes"] / MIB, color="black", ls="--", lw=1, label="Gatys")
+        ax.legend(fontsize=8)
+    ax.set(yscale="log", xlabel="latency, s (median)", ylabel="peak RSS over idle, MiB")
+    ax.set_title(f"Exact tiles at {size}x{size}: memory against latency per --max-memory")
+    ax.grid(True, which="both", alpha=0.3)
     return _png(fig)
 
 

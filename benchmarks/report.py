@@ -232,6 +232,44 @@ def _memory(results: dict, figures: dict[str, bytes]) -> list[Block]:
     return blocks
 
 
+def _tiling(results: dict, figures: dict[str, bytes]) -> list[Block]:
+    t = results.get("tiling")
+    if t is None:  # results of before the step
+        return []
+    blocks: list[Block] = [("h2", "Exact tiles in bounded memory")]
+    if t["status"] != "ok":
+        return [*blocks, ("p", f"{t['status']}: {t['reason']}")]
+    photo = t.get("photo") or "none"
+    style = f" by the bundled `{t['style_model']}`" if t.get("style_model") else ""
+    blocks.append(
+        (
+            "p",
+            "What `tn-run synthesize` / `stylize` do through tn_export.runtime with the model's "
+            "exact-tiling parts, each run in its own process: median latency (p10-p90) and peak "
+            "RSS over an idle interpreter that imported the runtime; `--max-memory` is the bound "
+            "the run was planned under (whole: none). Each tiled image is compared, 8-bit pixel "
+            f"for pixel, with the whole image of the same seed. Photo stylized{style}: {photo} "
+            "(resized to a square).",
+        )
+    )
+    rows = []
+    for r in t["runs"]:
+        bound = "whole" if r["max_memory_mb"] is None else f"{r['max_memory_mb']:g} MB"
+        head = [r["role"], r["input"], size_label(r["size"], r["size"]), bound]
+        if r["status"] != "ok":
+            rows.append([*head, r["status"], r["reason"], "", ""])
+            continue
+        latency = f"{fmt_time(r['median_ms'] / 1e3)} ({r['p10_ms']:.4g}-{r['p90_ms']:.4g} ms)"
+        exact = analysis.exactness_text(r) if r["tiles"] else "-"
+        memory = fmt_bytes(r["rss_increase_bytes"])
+        rows.append([*head, r["tiles"] or "whole", latency, memory, exact])
+    head = ["run", "input", "size", "--max-memory", "tiles", "latency", "memory", "vs whole"]
+    blocks.append(("table", head, rows))
+    if "tiling" in figures:
+        blocks.append(("img", "tiling", "Memory against latency under each bound"))
+    return blocks
+
+
 def _agreement(results: dict) -> list[Block]:
     rows = []
     for c in ok_cells(results):
@@ -599,7 +637,8 @@ def build(results: dict, figures: dict[str, bytes], notes: str | None = None) ->
     if headline:
         blocks += [("h2", "Headline"), headline]
     blocks += _targets(results) + _networks(results)
-    blocks += _latency(results, figures) + _memory(results, figures) + _agreement(results)
+    blocks += _latency(results, figures) + _memory(results, figures) + _tiling(results, figures)
+    blocks += _agreement(results)
     blocks += _roofline(results) + _scaling(results)
     if cfg.get("gatys", True):
         blocks += _gatys(results, figures)
@@ -679,6 +718,7 @@ def draw(results: dict, base: Path) -> dict[str, bytes]:
     figures = {
         "latency": plots.latency(results),
         "memory": plots.memory(results),
+        "tiling": plots.tiling(results),
         "gatys_loss": plots.gatys_loss(results),
         "strip": plots.image_strip(results, base),
     }

@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from tn_export import __version__
-from tn_export.checkpoint import load_checkpoint
+from tn_export.checkpoint import load_checkpoint, load_model
 from tn_export.descriptor import TEXTURE_LAYERS, load_descriptor
 from tn_export.errors import UserError
 from tn_export.export.formats import FORMATS
@@ -29,8 +29,8 @@ from tn_export.export.pipeline import missing_libraries
 from tn_export.images import load_image, save_image, to_array
 from tn_export.losses import gram_matrix
 
-from . import gatys, peers, quality
-from .analysis import JOHNSON, PYRAMID, gatys_baseline
+from . import gatys, peers, quality, tiling
+from .analysis import JOHNSON, PYRAMID, TILED, gatys_baseline
 from .backends import BACKENDS, LIBRARIES, PEER_BACKENDS, Cell, coreml_unavailable_reason
 from .config import BenchConfig
 from .flops import count_flops, generator_flops
@@ -42,6 +42,7 @@ REFERENCE = ("onnxruntime-fp32", "torch")  # outputs are compared with the first
 MEMORY_ITERATIONS = gatys.LBFGS_HISTORY + 2  # long enough to fill L-BFGS's history
 # The export's parameters that tn-bench derives from its own options (Run.export_sizes).
 EXPORT_FLAGS = {"max_size": "the largest of --sizes (or 2048)"}
+TILING_STYLE = "starry_bn"  # the bundled style model a texture benchmark's photo runs use
 
 
 @dataclass
@@ -108,6 +109,7 @@ class Benchmark:
         self.models: dict[tuple[str, str], str] = {(PYRAMID, "checkpoint"): str(cfg.model)}
         self.model_errors: dict[tuple[str, str], str] = {}
         self.outputs: dict[tuple[str, str, int, int], Path] = {}
+        self.tiled_outputs: dict[tuple[str, str, int], list[tuple[dict, Path]]] = {}
         self.idle: dict[str, dict] = {}
         params = sum(p.numel() for p in self.checkpoint.generator.parameters())
         self.results: dict = {
@@ -134,6 +136,7 @@ class Benchmark:
             "cells": [],
             "quality": {"status": "skipped", "reason": ""},
             "gatys": {"status": "skipped", "reason": "--no-gatys"},
+            "tiling": {"status": "skipped", "reason": "--no-tiling"},
             "images": {},
         }
         if self.peer is not None:
@@ -153,12 +156,7 @@ class Benchmark:
         peer's weights and ONNX fp32. Not validated: every cell's output is compared with
         PyTorch's instead (and int8 misses its tolerance on trained models, yet is measured). A
         failure skips what needs those files."""
-        from tn_export.export import export
-
-        def exported(network, formats, **options) -> list[Path]:
-            results = export(network, formats, self.work, validate=False, **options)
-            return [r.path for r in results]
-
+        exported = self._exported
         wanted = {BACKENDS[b].model_key for b in self.cfg.backends} | {"onnx-fp32"}
         keys = [k for k in ("onnx-fp32", "onnx-fp16", "onnx-int8") if k in wanted]
         formats = [("onnx", k.removeprefix("onnx-")) for k in keys]
@@ -169,7 +167,7 @@ class Benchmark:
             else:
                 keys.append("openvino")
                 formats.append(("openvino", "fp16"))
-        pyramid = partial(  # whole images only: benchmarks/tiling.py measures the tiles
+        pyramid = partial(  # whole images only: export_tiling has the tiles
             exported,
             self.checkpoint.generator,
             sizes=self.export_sizes,
@@ -193,6 +191,83 @@ class Benchmark:
             self._build(
                 JOHNSON, ["onnx-fp32"], partial(exported, self.peer, ["onnx"], contract=contract)
             )
+
+    def _exported(self, network, formats, **options) -> list[Path]:
+        from tn_export.export import export
+
+        results = export(network, formats, self.work, validate=False, **options)
+        return [r.path for r in results]
+
+    def export_tiling(self) -> None:
+        """The fp32 ONNX models with their exact-tiling parts, apart from the cells' models
+        (whose sessions are the whole-image ones an app loads): the benchmarked model and, for
+        a texture model's photo runs, the bundled style model TILING_STYLE."""
+        cfg = self.cfg
+        self.results["tiling"] = {
+            "status": "ok",
+            "photo": str(cfg.tiling_photo) if cfg.tiling_photo else None,
+            "runs": [],
+        }
+        texture = self.config.mode == "texture"
+        sources = {"noise" if texture else "photo": self.checkpoint.generator}
+        if texture and cfg.tiling_photo:
+            sources["photo"] = load_model(TILING_STYLE)[0].generator
+            self.results["tiling"]["style_model"] = TILING_STYLE
+        largest = max(cfg.tiling_size, cfg.tiling_latency_size, cfg.gatys_memory_size, 2048)
+        for kind, generator in sources.items():
+            m = generator.config.size_multiple
+            sizes = (2 * m, math.ceil(largest / m) * m)
+            onnx = [("onnx", "fp32")]
+            make = partial(self._exported, generator, onnx, sizes=sizes, name=f"tiled-{kind}")
+            self._build(TILED, [kind], make)
+
+    def tiled(self, r: tiling.TiledRun) -> None:
+        """One run of the tiling step in its own process; a whole-image run is the reference
+        of the tiled runs of its role and size before it."""
+        record = {**asdict(r), "loadavg_1m": os.getloadavg()[0]}
+        self.results["tiling"]["runs"].append(record)
+        model = self.models.get((TILED, r.input))
+        photo = self.cfg.tiling_photo
+        if r.input == "photo" and photo is None:
+            reason = "no photo to stylize: pass --tiling-photo PATH"
+        elif model is None:
+            reason = self.model_errors.get((TILED, r.input), f"no tiled {r.input} model")
+        elif r.max_memory_mb is None and r.role == "large":
+            reason = tiling.whole_refusal(model, r)
+        else:
+            reason = None
+        if reason:
+            record.update(status="skipped", reason=reason)
+            return
+        output = self.work / f"{r.role}-{r.input}-{r.size}-{r.max_memory_mb}.png"
+        kwargs = {
+            "model": model,
+            "run": asdict(r),
+            "photo": str(photo) if photo else None,
+            "threads": self.cfg.threads,
+            "output": str(output),
+        }
+        try:
+            data = run_isolated("benchmarks.tiling:run", kwargs, self.cfg.threads)
+        except IsolatedError as e:
+            record.update(status="skipped" if e.unavailable else "failed", reason=str(e))
+            return
+        idle = self.idle.get("onnxruntime", {}).get("peak_rss_bytes")
+        record.update(
+            status="ok",
+            tiles=data["tiles"],
+            peak_rss_bytes=data["peak_rss_bytes"],
+            idle_rss_bytes=idle,
+            rss_increase_bytes=data["peak_rss_bytes"] - idle if idle else None,
+            **latency_stats(data["times_s"]),
+        )
+        earlier = self.tiled_outputs.setdefault((r.role, r.input, r.size), [])
+        if r.max_memory_mb is None:
+            for tiled, path in earlier:
+                if tiled["tiles"]:
+                    tiled["vs_whole"] = tiling.vs_whole(path, output)
+        else:
+            earlier.append((record, output))
 
     def _save_peer(self) -> list[Path]:
         path = self.work / "johnson.pt"
@@ -496,6 +571,7 @@ class Benchmark:
 def _config_record(cfg: BenchConfig) -> dict:
     record = {k: v for k, v in asdict(cfg).items() if k not in ("out", "command")}
     record["model"], record["texture"] = str(cfg.model), str(cfg.texture) if cfg.texture else None
+    record["tiling_photo"] = str(cfg.tiling_photo) if cfg.tiling_photo else None
     record["sizes"] = [list(s) for s in cfg.sizes]
     return record
 
@@ -513,6 +589,8 @@ def run_benchmark(cfg: BenchConfig) -> dict:
         )
         if cfg.gatys:
             runtimes["torch"] = None
+        if cfg.tiling:
+            runtimes["onnxruntime"] = None
         for key in runtimes:
             plan.add(f"idle {key}", lambda k=key: bench.idle_baseline(k))
         networks = [(PYRAMID, cfg.backends), (JOHNSON, peer_backends(cfg))]
@@ -524,6 +602,10 @@ def run_benchmark(cfg: BenchConfig) -> dict:
                         lambda n=network, b=backend, w=w, h=h: bench.cell(n, b, w, h),
                     )
         plan.add("compare outputs", bench.compare_outputs)
+        if cfg.tiling:
+            plan.add("export tiling parts", bench.export_tiling)
+            for r in tiling.plan(cfg, bench.config.mode == "texture"):
+                plan.add(r.label, lambda r=r: bench.tiled(r))
         plan.add("count FLOPs", bench.flops)
         if bench.config.mode != "texture":
             skip = "the Gatys texture baseline and texture metrics apply to texture models"

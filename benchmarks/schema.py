@@ -84,6 +84,31 @@ _GATYS_CHILD = {  # one interpreter: a parametrisation's seeds, or the memory ru
     },
 }
 
+_TILED_RUN = {  # one run of the tiling step (benchmarks/tiling.py)
+    **_SKIPPABLE,
+    "required": ["role", "input", "size", "max_memory_mb", "status"],
+    "properties": {
+        **_SKIPPABLE["properties"],
+        "role": {"enum": ["bounds", "latency", "large"]},
+        "input": {"enum": ["noise", "photo"]},
+        "size": {"type": "integer", "minimum": 1},
+        "max_memory_mb": _NUMBER_OR_NULL,
+        "tiles": {"type": ["string", "null"]},
+        "median_ms": {"type": "number", "exclusiveMinimum": 0},
+        "peak_rss_bytes": {"type": "integer", "minimum": 0},
+        "rss_increase_bytes": {"type": ["integer", "null"]},
+        "vs_whole": {
+            "type": "object",
+            "required": ["max_level_diff", "differing_pixels"],
+            "properties": {
+                "max_level_diff": {"type": "integer", "minimum": 0},
+                "differing_pixels": {"type": "number", "minimum": 0, "maximum": 1},
+            },
+        },
+    },
+    "else": {"required": ["tiles", "median_ms", "times_ms", "peak_rss_bytes"]},
+}
+
 RESULTS_SCHEMA = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "tn-bench results",
@@ -151,6 +176,15 @@ RESULTS_SCHEMA = {
                 "image": {"type": "object", "required": ["path", "pixels", "seed", "loss"]},
             },
             "else": {"required": ["size", "target_loss", "variants", "image"]},
+        },
+        "tiling": {  # absent from results of before the step
+            **_SKIPPABLE,
+            "properties": {
+                **_SKIPPABLE["properties"],
+                "photo": {"type": ["string", "null"]},
+                "runs": {"type": "array", "items": _TILED_RUN},
+            },
+            "else": {"required": ["runs"]},
         },
         "images": {"type": "object"},
         "peers": {

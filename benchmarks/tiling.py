@@ -1,81 +1,125 @@
-"""Exact tiles against whole-image runs (issue 12): peak RSS over an idle interpreter and latency
-of what `tn-run synthesize` / `stylize` do, each in a fresh process (isolated.py).
-
-    python -m benchmarks.tiling MODEL.onnx --size 4096 [--photo PHOTO] [--max-memory 256]
-    python -m benchmarks.tiling MODEL.onnx --size 1024 --compare   # tiled vs whole latency
-"""
+"""tn-bench's tiling step (issue 12): exact tiles against whole-image runs of what `tn-run
+synthesize` / `stylize` do, through tn_export.runtime with its tiling parts, each run in a fresh
+process (isolated.py) for its peak RSS. A curve of memory bounds at the Gatys memory size, tiled
+against whole latency at a middle size, and a large texture and photo under the runtime's bound;
+every tiled image is compared, 8-bit pixel for pixel, with the whole-image run where one fits."""
 
 from __future__ import annotations
 
-import argparse
-import json
+import math
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
-from .isolated import run_isolated
+import numpy as np
 
-MIB = 2**20
+from .config import BenchConfig
+
+# A whole large run is attempted only where this many times the runtime's estimate of it is
+# available: a swapping or killed machine measures nothing.
+WHOLE_MARGIN = 1.25
 
 
-def run(model: str, size: int, max_memory_mb: float, photo: str | None, runs: int) -> dict:
-    """In the child: load `model`, make one size x size texture (or stylize `photo`, resized to
-    it) `runs` times with the runtime's defaults under `max_memory_mb`; the times and layout."""
+@dataclass
+class TiledRun:
+    """One measurement: `input` "noise" (the benchmarked texture model) or "photo" (a style
+    model), size x size, under `max_memory_mb` (None: the whole image, no bound)."""
+
+    role: str  # "bounds" (the curve), "latency" (tiled against whole), "large"
+    input: str
+    size: int
+    max_memory_mb: float | None
+    runs: int
+    warmup: int
+
+    @property
+    def label(self) -> str:
+        bound = "whole" if self.max_memory_mb is None else f"{self.max_memory_mb:g} MB"
+        return f"tiles {self.input} {self.size}x{self.size} {bound}"
+
+
+def plan(cfg: BenchConfig, texture_model: bool) -> list[TiledRun]:
+    """The runs of the step in order; each size's whole run comes after its tiled ones, since
+    a large whole run is sized from the middle size's whole run. A style model has no noise
+    runs: its photo takes their place."""
+    main = "noise" if texture_model else "photo"
+    runs, warmup = cfg.runs, cfg.warmup
+    bounds = [*cfg.tiling_bounds, None] if cfg.tiling_bounds else []
+    out = [TiledRun("bounds", main, cfg.gatys_memory_size, mb, runs, warmup) for mb in bounds]
+    bound, middle = cfg.tiling_max_memory, cfg.tiling_latency_size
+    out += [TiledRun("latency", main, middle, mb, runs, warmup) for mb in (bound, None)]
+    inputs = ["noise", "photo"] if texture_model else ["photo"]
+    for kind in inputs:  # one run each: a 4096x4096 image takes tens of seconds
+        out += [TiledRun("large", kind, cfg.tiling_size, mb, 1, 0) for mb in (bound, None)]
+    return out
+
+
+def run(model: str, run: dict, photo: str | None, threads: int, output: str) -> dict:
+    """In the child: load `model` under the run's bound, make its image `warmup + runs` times
+    as tn-run does (seed 1, or `photo` resized to the size), save the last one to `output`."""
     from PIL import Image
 
     from tn_export.images import load_image
     from tn_export.runtime import load
 
-    m = load(model, threads=None, max_memory=max_memory_mb * 1e6)
+    r = TiledRun(**run)
+    bound = math.inf if r.max_memory_mb is None else r.max_memory_mb * 1e6
+    m = load(model, threads=threads, max_memory=bound)
     image = None
-    if photo is not None:
-        image = load_image(photo)
-        if image.size != (size, size):
-            image = image.resize((size, size), Image.BICUBIC)
-    layout = m.layout(size, size, 8 if image is not None else 4)
-    times = []
-    for _ in range(runs):
+    if r.input == "photo":
+        image = load_image(photo).resize((r.size, r.size), Image.BICUBIC)
+    layout = m.layout(r.size, r.size, 8 if image is not None else 4)
+    times, made = [], None
+    for i in range(r.warmup + r.runs):
         start = time.perf_counter()
-        if image is None:
-            m.synthesize(size, size, seed=1)
-        else:
-            m.stylize(image)
-        times.append(time.perf_counter() - start)
-    tiles = None if layout is None else f"{layout.tile_w}x{layout.tile_h} in blocks of "
-    tiles = tiles and tiles + f"{layout.block_w}x{layout.block_h}"
+        made = m.synthesize(r.size, r.size, seed=1)[0] if image is None else m.stylize(image)
+        if i >= r.warmup:
+            times.append(time.perf_counter() - start)
+    made.save(output)
+    tiles = None
+    if layout is not None:
+        tiles = f"{layout.tile_w}x{layout.tile_h} in blocks of {layout.block_w}x{layout.block_h}"
     return {"times_s": times, "tiles": tiles}
 
 
-def measure(
-    model: str, size: int, max_memory_mb: float, photo: str | None, runs: int, threads: int
-) -> dict:
-    idle = run_isolated("benchmarks.isolated:idle", {"modules": ["tn_export.runtime"]}, threads)
-    kwargs = {
-        "model": model,
-        "size": size,
-        "max_memory_mb": max_memory_mb,
-        "photo": photo,
-        "runs": runs,
+def vs_whole(tiled: Path, whole: Path) -> dict:
+    """How the tiled image differs from the whole one, in 8-bit levels and the share of
+    pixels (any channel) that differ."""
+    from tn_export.images import load_image
+
+    a = np.asarray(load_image(tiled), dtype=np.int16)
+    b = np.asarray(load_image(whole), dtype=np.int16)
+    diff = np.abs(a - b)
+    return {
+        "max_level_diff": int(diff.max()),
+        "differing_pixels": float(np.mean(diff.max(axis=-1) > 0)),
     }
-    out = run_isolated("benchmarks.tiling:run", kwargs, threads)
-    out["rss_increase_mib"] = round((out["peak_rss_bytes"] - idle["peak_rss_bytes"]) / MIB)
-    out["max_memory_mb"] = max_memory_mb
-    return out
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.tiling", description=__doc__)
-    parser.add_argument("model")
-    parser.add_argument("--size", type=int, default=4096)
-    parser.add_argument("--photo", help="stylize this photo (resized to --size) instead")
-    parser.add_argument("--max-memory", type=float, default=256.0, metavar="MB")
-    parser.add_argument("--compare", action="store_true", help="also a whole-image run (1e6 MB)")
-    parser.add_argument("--runs", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args(argv)
-    settings = [args.max_memory] + ([1e6] if args.compare else [])
-    for mb in settings:
-        out = measure(args.model, args.size, mb, args.photo, args.runs, args.threads)
-        print(json.dumps({"size": args.size, **out}))
+def whole_refusal(model: str, r: TiledRun) -> str | None:
+    """Why the whole-image run `r` is not attempted (None: it is): the runtime's estimate of
+    its memory (at least 18 % above measured peaks) against what this machine has available."""
+    from tn_export.runtime import load
+    from tn_export.runtime.model import FIXED_BYTES
+
+    image_bytes = 8 if r.input == "photo" else 4
+    need = load(model, threads=1).whole_bytes(r.size, r.size, image_bytes) + FIXED_BYTES
+    available = available_bytes()
+    if available is None:
+        return "this system does not say how much memory is available (/proc/meminfo)"
+    if need * WHOLE_MARGIN > available:
+        return (
+            f"the whole {r.size}x{r.size} image would take up to {need / 1e9:.1f} GB; "
+            f"{available / 1e9:.1f} GB is available"
+        )
+    return None
 
 
-if __name__ == "__main__":
-    main()
+def available_bytes() -> int | None:
+    meminfo = Path("/proc/meminfo")
+    if not meminfo.is_file():
+        return None
+    for line in meminfo.read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return None
