@@ -39,9 +39,9 @@ class TiledRun:
 
 
 def plan(cfg: BenchConfig, texture_model: bool) -> list[TiledRun]:
-    """The runs of the step in order; each size's whole run comes after its tiled ones, since
-    a large whole run is sized from the middle size's whole run. A style model has no noise
-    runs: its photo takes their place."""
+    """The runs of the step in order; each size's whole run comes after its tiled ones, whose
+    images are compared with it once it is made. A style model has no noise runs: its photo
+    takes their place."""
     main = "noise" if texture_model else "photo"
     runs, warmup = cfg.runs, cfg.warmup
     bounds = [*cfg.tiling_bounds, None] if cfg.tiling_bounds else []
@@ -59,12 +59,14 @@ def run(model: str, run: dict, photo: str | None, threads: int, output: str) -> 
     as tn-run does (seed 1, or `photo` resized to the size), save the last one to `output`."""
     from PIL import Image
 
-    from tn_export.images import load_image
+    from tn_export.images import MAX_PIXELS, load_image
     from tn_export.runtime import load
 
     r = TiledRun(**run)
-    bound = math.inf if r.max_memory_mb is None else r.max_memory_mb * 1e6
-    m = load(model, threads=threads, max_memory=bound)
+    if r.max_memory_mb is None:  # one run of the whole image, not even cross-faded tiles
+        m = load(model, threads=threads, tile_pixels=MAX_PIXELS, max_memory=math.inf)
+    else:
+        m = load(model, threads=threads, max_memory=r.max_memory_mb * 1e6)
     image = None
     if r.input == "photo":
         image = load_image(photo).resize((r.size, r.size), Image.BICUBIC)

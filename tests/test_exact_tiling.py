@@ -185,6 +185,12 @@ def test_too_small_a_memory_bound_is_one_clear_error(tiny_dir):
     with pytest.raises(UserError, match="raise max_memory to at least") as e:
         model.synthesize(400, 400, seed=0)
     assert e.value.params == ("max_memory",)
+    # The bound it names is enough, and a megabyte less is refused again.
+    asked = float(str(e.value).split("at least ")[1].removesuffix(" MB"))
+    path = model.source
+    assert runtime.load(path, max_memory=asked * 1e6).layout(400, 400, 4) is not None
+    with pytest.raises(UserError, match="raise max_memory"):
+        runtime.load(path, max_memory=(asked - 1) * 1e6).layout(400, 400, 4)
 
 
 def test_tn_run_uses_exact_tiles_under_max_memory(tiny_dir, tmp_path):

@@ -65,11 +65,12 @@ def _plain(value: float) -> str:
     return str(value) if isinstance(value, int) else f"{value:g}"
 
 
-def size_text(n: float) -> str:
-    """Bytes for people: 17.2 GB, 512 MB."""
+def size_text(n: float, up: bool = False) -> str:
+    """Bytes for people: 17.2 GB, 512 MB; `up` rounds up, for a least amount to ask for."""
     if math.isinf(n):
         return "unlimited"
-    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
+    rounded = math.ceil if up else round
+    return f"{rounded(n / 1e8) / 10:.1f} GB" if n >= 1e9 else f"{rounded(n / 1e6):.0f} MB"
 
 
 def _from_env(name: str, parse: Callable[[str], float]) -> tuple[float, str] | None:

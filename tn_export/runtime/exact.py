@@ -195,6 +195,18 @@ def plan(
     return None if best is None else best[1]
 
 
+def least_budget(
+    padded_h: int, padded_w: int, multiple: int, reach: tuple[Reach, Reach], costs: Costs
+) -> float:
+    """The smallest budget `plan` accepts: one coarsest-ratio tile in a block of its size."""
+    coarse, fine = reach
+    t_h, t_w = min(multiple, padded_h), min(multiple, padded_w)
+    tile = _side(t_h, fine, padded_h) * _side(t_w, fine, padded_w) * costs.fine
+    rows = _side(_side(t_h, fine, padded_h), coarse, padded_h)
+    cols = _side(_side(t_w, fine, padded_w), coarse, padded_w)
+    return rows * cols * (costs.held + costs.coarse) + tile
+
+
 class ExactTiler:
     """The two exported parts of a model in onnxruntime sessions, with their reaches. The fine
     part's arena is kept from tile to tile: giving it back after each run (arena shrinkage) made

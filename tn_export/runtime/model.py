@@ -22,7 +22,7 @@ from ..contract import PREFIX, ModelContract
 from ..errors import UserError
 from ..images import from_array, to_array, to_rgb, to_uint8
 from .controls import Controls
-from .exact import PART_SUFFIXES, SPLIT, Costs, ExactTiler, Plan, plan
+from .exact import PART_SUFFIXES, SPLIT, Costs, ExactTiler, Plan, least_budget, plan
 from .noise import gaussian
 from .session import check_graph, open_session
 from .styles import Style, style_weights
@@ -209,14 +209,15 @@ class Model:
             return None
         costs = self.costs()
         room = self.max_memory - images - FIXED_BYTES
-        layout = plan(hp, wp, c.size_multiple, self.tiler.reaches, costs, room)
+        reaches = self.tiler.reaches
+        layout = plan(hp, wp, c.size_multiple, reaches, costs, room)
         if layout is None:
-            least = FIXED_BYTES + images + costs.fine * (4 * c.size_multiple) ** 2
+            least = FIXED_BYTES + images + least_budget(hp, wp, c.size_multiple, reaches, costs)
             raise UserError(
                 f"{self.source} at {width}x{height} needs more than max_memory "
                 f"{budget.size_text(self.max_memory)}: its 8-bit images alone take "
                 f"{budget.size_text(images)}; raise max_memory to at least "
-                f"{budget.size_text(least)}",
+                f"{budget.size_text(least, up=True)}",
                 "max_memory",
             )
         return layout
