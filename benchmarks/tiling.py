@@ -7,12 +7,15 @@ every tiled image is compared, 8-bit pixel for pixel, with the whole-image run w
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from tn_export.runtime.model import FIXED_BYTES, TEXTURE_IMAGE_BYTES
+from tn_export.runtime.tiling import IMAGE_BYTES_PER_PIXEL
+
+from .backends import time_runs
 from .config import BenchConfig
 
 # A whole large run is attempted only where this many times the runtime's estimate of it is
@@ -31,6 +34,11 @@ class TiledRun:
     max_memory_mb: float | None
     runs: int
     warmup: int
+
+    @property
+    def image_bytes(self) -> int:
+        """Bytes per pixel of the 8-bit images beside the run, as the runtime counts them."""
+        return IMAGE_BYTES_PER_PIXEL if self.input == "photo" else TEXTURE_IMAGE_BYTES
 
     @property
     def label(self) -> str:
@@ -70,13 +78,12 @@ def run(model: str, run: dict, photo: str | None, threads: int, output: str) -> 
     image = None
     if r.input == "photo":
         image = load_image(photo).resize((r.size, r.size), Image.BICUBIC)
-    layout = m.layout(r.size, r.size, 8 if image is not None else 4)
-    times, made = [], None
-    for i in range(r.warmup + r.runs):
-        start = time.perf_counter()
-        made = m.synthesize(r.size, r.size, seed=1)[0] if image is None else m.stylize(image)
-        if i >= r.warmup:
-            times.append(time.perf_counter() - start)
+    layout = m.layout(r.size, r.size, r.image_bytes)
+
+    def make():
+        return m.synthesize(r.size, r.size, seed=1)[0] if image is None else m.stylize(image)
+
+    times, made = time_runs(make, r.runs, r.warmup)
     made.save(output)
     tiles = None
     if layout is not None:
@@ -102,10 +109,8 @@ def whole_refusal(model: str, r: TiledRun) -> str | None:
     """Why the whole-image run `r` is not attempted (None: it is): the runtime's estimate of
     its memory (at least 18 % above measured peaks) against what this machine has available."""
     from tn_export.runtime import load
-    from tn_export.runtime.model import FIXED_BYTES
 
-    image_bytes = 8 if r.input == "photo" else 4
-    need = load(model, threads=1).whole_bytes(r.size, r.size, image_bytes) + FIXED_BYTES
+    need = load(model, threads=1).whole_bytes(r.size, r.size, r.image_bytes) + FIXED_BYTES
     available = available_bytes()
     if available is None:
         return "this system does not say how much memory is available (/proc/meminfo)"

@@ -152,6 +152,29 @@ def _covered(length: int, step: int, side: Callable[[int], int]) -> int:
     return sum(side(min(step, length - start)) for start in range(0, length, step))
 
 
+def _tile_bytes(
+    tile_h: int, tile_w: int, padded_h: int, padded_w: int, fine: Reach, costs: Costs
+) -> float:
+    """The fine part's run on the window of one tile."""
+    return _side(tile_h, fine, padded_h) * _side(tile_w, fine, padded_w) * costs.fine
+
+
+def _block_bytes(
+    block_h: int,
+    block_w: int,
+    padded_h: int,
+    padded_w: int,
+    reach: tuple[Reach, Reach],
+    costs: Costs,
+) -> float:
+    """A block's held arrays and its coarse run, whose arena is not given back: it stays
+    beside the held arrays while the block's tiles run."""
+    coarse, fine = reach
+    rows = _side(_side(block_h, fine, padded_h), coarse, padded_h)
+    cols = _side(_side(block_w, fine, padded_w), coarse, padded_w)
+    return rows * cols * (costs.held + costs.coarse)
+
+
 def plan(
     padded_h: int,
     padded_w: int,
@@ -170,7 +193,7 @@ def plan(
     best: tuple[float, Plan] | None = None
     for t in range(longest // multiple * multiple, 0, -multiple):
         tile_h, tile_w = min(t, padded_h), min(t, padded_w)
-        tile = _side(tile_h, fine, padded_h) * _side(tile_w, fine, padded_w) * costs.fine
+        tile = _tile_bytes(tile_h, tile_w, padded_h, padded_w, fine, costs)
         if tile > budget:
             continue
         fine_work = _covered(padded_h, t, lambda n: _side(n, fine, padded_h)) * _covered(
@@ -178,10 +201,7 @@ def plan(
         )
         for k in range(-(-longest // t), 0, -1):  # the largest blocks that fit: the fewest
             block_h, block_w = min(k * t, padded_h), min(k * t, padded_w)
-            rows = _side(_side(block_h, fine, padded_h), coarse, padded_h)
-            cols = _side(_side(block_w, fine, padded_w), coarse, padded_w)
-            # The coarse run's arena is not given back: it stays beside the held arrays.
-            if rows * cols * (costs.held + costs.coarse) + tile > budget:
+            if _block_bytes(block_h, block_w, padded_h, padded_w, reach, costs) + tile > budget:
                 continue
             coarse_work = _covered(
                 padded_h, block_h, lambda n: _side(_side(n, fine, padded_h), coarse, padded_h)
@@ -199,12 +219,9 @@ def least_budget(
     padded_h: int, padded_w: int, multiple: int, reach: tuple[Reach, Reach], costs: Costs
 ) -> float:
     """The smallest budget `plan` accepts: one coarsest-ratio tile in a block of its size."""
-    coarse, fine = reach
     t_h, t_w = min(multiple, padded_h), min(multiple, padded_w)
-    tile = _side(t_h, fine, padded_h) * _side(t_w, fine, padded_w) * costs.fine
-    rows = _side(_side(t_h, fine, padded_h), coarse, padded_h)
-    cols = _side(_side(t_w, fine, padded_w), coarse, padded_w)
-    return rows * cols * (costs.held + costs.coarse) + tile
+    tile = _tile_bytes(t_h, t_w, padded_h, padded_w, reach[1], costs)
+    return _block_bytes(t_h, t_w, padded_h, padded_w, reach, costs) + tile
 
 
 class ExactTiler:
