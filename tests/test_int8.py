@@ -47,7 +47,7 @@ def test_int8_of_the_trained_bundled_model_reaches_its_psnr_rule(trained):
     graph = onnx.load(int8.path).graph
     assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in graph.node}
     # Every padding before a quantized convolution copies int8 (the Pad reads a QuantizeLinear
-    # or a Concat of them), none float32.
+    # or a Concat of them, the upsampled coarse branch included), none float32.
     producer = {o: n for n in graph.node for o in n.output}
     int8_pads = [n for n in graph.node if n.op_type == "Pad" and _int8(n.input[0], producer)]
     assert len(int8_pads) == 4, "two 3x3 convolutions in each of the two finest joins"
@@ -59,19 +59,23 @@ def _int8(tensor: str, producer: dict) -> bool:
         return False
     if node.op_type == "Concat":
         return all(_int8(t, producer) for t in node.input)
+    if node.op_type == "Resize":
+        return _int8(node.input[0], producer)
     return node.op_type == "QuantizeLinear"
 
 
 def test_quantizing_before_a_copy_gives_the_same_numbers(tmp_path):
     """x -> Concat -> Pad(wrap) -> QuantizeLinear -> DequantizeLinear becomes per-input
-    QuantizeLinear -> Concat -> Pad on u8 -> DequantizeLinear, with identical output; a
-    constant-mode Pad (its zeros would be float) is left as it was."""
+    QuantizeLinear -> Concat -> Pad on u8 -> DequantizeLinear, with identical output, and so
+    does a nearest Resize; a constant-mode Pad (its zeros would be float) and a linear Resize
+    (it interpolates) are left as they were."""
     h = onnx.helper
     scale, zero = (
         numpy_helper.from_array(np.float32(0.05), "s"),
         numpy_helper.from_array(np.uint8(100), "z"),
     )
     pads = numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads")
+    twice = numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "twice")
     nodes = [
         h.make_node("Concat", ["a", "b"], ["c"], "cat", axis=1),
         h.make_node("Pad", ["c", "pads"], ["p"], "wrap", mode="wrap"),
@@ -80,19 +84,27 @@ def test_quantizing_before_a_copy_gives_the_same_numbers(tmp_path):
         h.make_node("Pad", ["a", "pads"], ["p0"], "zeros", mode="constant"),
         h.make_node("QuantizeLinear", ["p0", "s", "z"], ["q0"], "q0"),
         h.make_node("DequantizeLinear", ["q0", "s", "z"], ["y0"], "dq0"),
+        h.make_node("Resize", ["a", "", "twice"], ["r"], "nearest", mode="nearest"),
+        h.make_node("QuantizeLinear", ["r", "s", "z"], ["qr"], "qr"),
+        h.make_node("DequantizeLinear", ["qr", "s", "z"], ["yr"], "dqr"),
+        h.make_node("Resize", ["a", "", "twice"], ["l"], "linear", mode="linear"),
+        h.make_node("QuantizeLinear", ["l", "s", "z"], ["ql"], "ql"),
+        h.make_node("DequantizeLinear", ["ql", "s", "z"], ["yl"], "dql"),
     ]
     inputs = [h.make_tensor_value_info(n, onnx.TensorProto.FLOAT, [1, 2, 5, 6]) for n in "ab"]
     outputs = [
         h.make_tensor_value_info(n, onnx.TensorProto.FLOAT, [1, c, 7, 8])
         for n, c in (("y", 4), ("y0", 2))
-    ]
-    graph = h.make_graph(nodes, "copies", inputs, outputs, [scale, zero, pads])
+    ] + [h.make_tensor_value_info(n, onnx.TensorProto.FLOAT, [1, 2, 10, 12]) for n in ("yr", "yl")]
+    graph = h.make_graph(nodes, "copies", inputs, outputs, [scale, zero, pads, twice])
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", 21)])
     moved = precision._copies_in_int8(model)
     onnx.checker.check_model(moved, full_check=True)
     producer = {o: n for n in moved.graph.node for o in n.output}
     assert _int8(producer["q"].input[0], producer)  # the wrap Pad now reads int8
     assert producer["q0"].op_type == "QuantizeLinear"  # the constant Pad still feeds its Q
+    assert producer["qr"].op_type == "Resize" and _int8(producer["qr"].input[0], producer)
+    assert producer["ql"].op_type == "QuantizeLinear"  # the linear Resize still feeds its Q
     rng = np.random.default_rng(3)
     feed = {n: rng.uniform(-5, 8, (1, 2, 5, 6)).astype(np.float32) for n in "ab"}
     before, after = (tmp_path / "before.onnx", tmp_path / "after.onnx")

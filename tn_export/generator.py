@@ -112,7 +112,9 @@ def conv_block(cin: int, cout: int, norm: Norm, padding: Padding, styles: int = 
 
 
 class Join(nn.Module):
-    """Upsample the coarser path x2, normalise both branches, concatenate, convolve."""
+    """Normalise both branches, upsample the coarser x2, concatenate, convolve. The coarser is
+    normalised before its upsampling: the same values (nearest upsampling copies each value
+    four times, which leaves its statistics alone), on a quarter of the pixels."""
 
     def __init__(
         self, coarse: int, fine: int, norm: Norm, padding: Padding, styles: int = 0
@@ -126,7 +128,7 @@ class Join(nn.Module):
     def forward(
         self, coarse: torch.Tensor, fine: torch.Tensor, style: torch.Tensor | None = None
     ) -> torch.Tensor:
-        up = _apply(self.coarse_norm, self.upsample(coarse), style)
+        up = self.upsample(_apply(self.coarse_norm, coarse, style))
         return self.block(torch.cat([up, _apply(self.fine_norm, fine, style)], dim=1), style)
 
 

@@ -207,16 +207,17 @@ def _quantize(
 
 
 # Ops that only copy values: a QuantizeLinear after one gives what the copy of its quantized
-# input gives. Pad only in the modes that copy (constant mode would add float zeros).
-_COPIES = {"Pad", "Concat"}
-_COPYING_PADS = {b"wrap", b"reflect", b"edge"}
+# input gives. Pad only in the modes that copy (constant mode would add float zeros), Resize
+# only in nearest mode (the others interpolate).
+_COPIES = {"Pad", "Concat", "Resize"}
+_COPYING_MODES = {"Pad": {b"wrap", b"reflect", b"edge"}, "Resize": {b"nearest"}}
 
 
 def _copies_in_int8(model: onnx.ModelProto) -> onnx.ModelProto:
-    """`model` with each QuantizeLinear moved above the Pads and Concats that feed it alone, so
-    that they copy u8 instead of float32: 4x fewer bytes through the most memory-bound ops of the
-    graph, and exactly the same numbers. Concat gets one QuantizeLinear per input, each with the
-    same scale and zero point."""
+    """`model` with each QuantizeLinear moved above the Pads, Concats and Resizes that feed it
+    alone, so that they copy u8 instead of float32: 4x fewer bytes through the most memory-bound
+    ops of the graph, and exactly the same numbers. Concat gets one QuantizeLinear per input,
+    each with the same scale and zero point."""
     graph = model.graph
     producer = {out: node for node in graph.node for out in node.output}
     readers: dict[str, int] = {}
@@ -230,10 +231,10 @@ def _copies_in_int8(model: onnx.ModelProto) -> onnx.ModelProto:
             copy = producer.get(q.input[0])
             if copy is None or copy.op_type not in _COPIES or readers[copy.output[0]] != 1:
                 continue
-            mode = next((a.s for a in copy.attribute if a.name == "mode"), b"constant")
-            if copy.op_type == "Pad" and mode not in _COPYING_PADS:
+            mode = next((a.s for a in copy.attribute if a.name == "mode"), None)
+            if copy.op_type in _COPYING_MODES and mode not in _COPYING_MODES[copy.op_type]:
                 continue
-            data = copy.input[:1] if copy.op_type == "Pad" else list(copy.input)
+            data = list(copy.input) if copy.op_type == "Concat" else copy.input[:1]
             for i, name in enumerate(data):
                 new = onnx.helper.make_node(
                     "QuantizeLinear",
