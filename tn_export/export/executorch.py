@@ -137,12 +137,9 @@ def xnnpack_form(deployable: nn.Module, longest: int) -> nn.Module:
                         block[i + 1].in_channels, multiple // ratio, longest // ratio
                     )
         if join is not None:
+            # The Join normalises before it upsamples: XNNPACK's batch-norm fusion breaks on a
+            # batch norm after a grouped transposed convolution.
             join.upsample = NearestUp2(join.coarse_norm.num_features)
-            if isinstance(join.coarse_norm, nn.BatchNorm2d):
-                # Normalised before upsampling, the same per-pixel sums: XNNPACK's batch-norm
-                # fusion breaks on a grouped transposed convolution.
-                join.upsample = nn.Sequential(join.coarse_norm, join.upsample)
-                join.coarse_norm = nn.Identity()
     return form
 
 
