@@ -375,6 +375,7 @@ def test_targets_on_synthetic_results():
             _cell("onnxruntime-fp32", 1024, 800.0),
             _cell("torch", 512, 300.0),
             _cell("onnxruntime-int8", 512, 100.0, vs_reference={"psnr_db": 25.0}),
+            _cell("onnxruntime-int8", 256, 40.0, vs_reference={"psnr_db": 38.0}),
         ],
         "flops": [{"network": "pyramid", "width": 512, "height": 512, "flops": 28 * 10**9}],
         "peak": {"gflops_best": 280.0},
@@ -400,7 +401,9 @@ def test_targets_on_synthetic_results():
     assert (whole.status, whole.gap) == ("missed", "150 MiB over")  # 300 MiB, 150 allowed
     assert t["Gatys / generator peak memory in exact tiles (onnxruntime)"].status == "not measured"
     int8 = t["int8 vs fp32 (onnxruntime)"]
-    assert int8.status == "missed" and int8.gap == "PSNR 10.0 dB short"  # 2.0x is fast enough
+    # Speed is judged at 512x512 (2.0x: fast enough; 1.25x at 256), PSNR at every size.
+    assert int8.status == "missed" and int8.gap == "PSNR 10.0 dB short"
+    assert int8.measured == "2.00x (1.25-2.00x over 2 sizes), PSNR >= 25.0 dB at all"
     linear = t["onnxruntime fp32 latency linear in pixels"]
     assert linear.status == "undecided" and "2048" in linear.gap  # R^2 1 but only up to 1024^2
     sigmoid["runs"] = [_seed(None, elapsed_s=60.0)] * 3
