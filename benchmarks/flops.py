@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 
+import numpy as np
+import onnxruntime as ort
 import torch
+from onnx import TensorProto, helper
 from torch.utils.flop_counter import FlopCounterMode
 
 from tn_export.export.graph import Deployable
@@ -32,20 +36,56 @@ def conv_flops(cin: int, cout: int, kernel: int, out_h: int, out_w: int, batch: 
     return 2 * batch * cout * out_h * out_w * cin * kernel * kernel
 
 
-def matmul_peak(n: int = 4096, reps: int = 7, threads: int = 1) -> dict:
-    """The machine's fp32 peak as torch's n x n matmul rate (run in its own interpreter)."""
-    torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)  # warm-up: thread pool, packing buffers
+def _rates(matmul: Callable[[], object], n: int, reps: int) -> list[float]:
+    """GFLOP/s of `reps` timed n x n matmuls after one warm-up (thread pool, packing buffers)."""
+    matmul()
     rates = []
     for _ in range(reps):
         start = time.perf_counter()
-        torch.mm(a, b)
+        matmul()
         rates.append(2 * n**3 / (time.perf_counter() - start) / 1e9)
+    return rates
+
+
+def _onnxruntime_matmul(a: np.ndarray, b: np.ndarray, threads: int) -> Callable[[], object]:
+    """One ONNX MatMul node in onnxruntime: MLAS, the sgemm the exported generator runs on."""
+    shape = list(a.shape)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["c"])],
+        "matmul",
+        [helper.make_tensor_value_info(x, TensorProto.FLOAT, shape) for x in "ab"],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, shape)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    session = ort.InferenceSession(model.SerializeToString(), options, ["CPUExecutionProvider"])
+    return lambda: session.run(None, {"a": a, "b": b})
+
+
+def matmul_peak(n: int = 4096, reps: int = 7, threads: int = 1) -> dict:
+    """The machine's fp32 peak: the best n x n matmul rate of torch, numpy and onnxruntime (run
+    in its own interpreter). One library alone can be far from the others on a CPU (on this
+    project's AMD EPYC VM: torch 179, numpy 217, onnxruntime 334 GFLOP/s), and a roof below
+    what the convolutions reach would flatter every share of it."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    x, y = a.numpy(), b.numpy()
+    matmuls = {
+        "torch": lambda: torch.mm(a, b),
+        "numpy": lambda: x @ y,
+        "onnxruntime": _onnxruntime_matmul(x, y, threads),
+    }
+    libraries = {}
+    for name, matmul in matmuls.items():
+        rates = _rates(matmul, n, reps)
+        libraries[name] = {"gflops_best": max(rates), "gflops_median": statistics.median(rates)}
+    best = max(libraries, key=lambda k: libraries[k]["gflops_best"])
     return {
         "n": n,
         "reps": reps,
-        "gflops_best": max(rates),
-        "gflops_median": statistics.median(rates),
         "threads": threads,
+        "library": best,
+        **libraries[best],
+        "libraries": libraries,
     }

@@ -333,11 +333,20 @@ def _roofline(results: dict) -> list[Block]:
             f"FLOPs per image counted from the graph (torch FlopCounterMode, a multiply-add is 2), "
             f"GFLOP: {flops}. Measured fp32 peak: {peak['gflops_best']:.0f} GFLOP/s "
             f"(best of {peak['reps']} {peak['n']}x{peak['n']} matmuls on {peak['threads']} "
-            f"threads; median {peak['gflops_median']:.0f}). int8 and fp16 rows are measured "
-            "against the same fp32 peak.",
+            f"threads{_peak_libraries(peak)}; median {peak['gflops_median']:.0f}). int8 and fp16 "
+            "rows are measured against the same fp32 peak.",
         ),
         ("table", ["network", "backend", "size", "GFLOP/s", "share of fp32 peak"], rows),
     ]
+
+
+def _peak_libraries(peak: dict) -> str:
+    """Which library gave the peak and what the others reached (results of before: none)."""
+    others = peak.get("libraries")
+    if not others:
+        return ""
+    rates = ", ".join(f"{k} {v['gflops_best']:.0f}" for k, v in others.items())
+    return f", {peak['library']}'s; best of each library: {rates}"
 
 
 def _scaling(results: dict) -> list[Block]:

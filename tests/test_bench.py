@@ -16,10 +16,10 @@ from PIL import Image
 from benchmarks import analysis, gatys, peers
 from benchmarks.backends import Cell
 from benchmarks.cli import main
-from benchmarks.flops import conv_flops, count_flops, generator_flops
+from benchmarks.flops import conv_flops, count_flops, generator_flops, matmul_peak
 from benchmarks.isolated import IsolatedError, run_isolated
 from benchmarks.quality import delivered, seam_error
-from benchmarks.report import render, write_results
+from benchmarks.report import _peak_libraries, render, write_results
 from benchmarks.run import BenchConfig, Benchmark, load_png, run_benchmark
 from benchmarks.schema import load_results, validate
 from tn_export.checkpoint import save_checkpoint
@@ -340,6 +340,17 @@ def test_flop_counter_matches_hand_count_for_one_conv():
     assert conv_flops(3, 8, 3, 16, 12, batch=2) == 2 * 2 * 8 * 16 * 12 * 3 * 3 * 3
     strided = torch.nn.Conv2d(4, 6, 1)
     assert count_flops(strided, (1, 4, 10, 10)) == 2 * 6 * 100 * 4
+
+
+def test_the_fp32_peak_is_the_best_library_and_names_it():
+    peak = matmul_peak(n=128, reps=2)
+    libraries = peak["libraries"]
+    assert set(libraries) == {"torch", "numpy", "onnxruntime"}
+    assert peak["gflops_best"] == max(v["gflops_best"] for v in libraries.values()) > 0
+    assert peak["gflops_best"] == libraries[peak["library"]]["gflops_best"]
+    # The report names the library of the peak and each one's best.
+    assert _peak_libraries(peak).startswith(f", {peak['library']}'s; best of each library: torch ")
+    assert _peak_libraries({"gflops_best": 1.0}) == ""  # results of before name none
 
 
 def test_generator_flops_scale_with_pixels():
