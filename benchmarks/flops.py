@@ -14,6 +14,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from tn_export.export.graph import Deployable
 from tn_export.generator import GeneratorConfig, PyramidGenerator
+from tn_export.runtime.session import session_options
 
 
 def count_flops(model: torch.nn.Module, shape: tuple[int, ...]) -> int:
@@ -57,8 +58,7 @@ def _onnxruntime_matmul(a: np.ndarray, b: np.ndarray, threads: int) -> Callable[
         [helper.make_tensor_value_info("c", TensorProto.FLOAT, shape)],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options = session_options(threads)
     session = ort.InferenceSession(model.SerializeToString(), options, ["CPUExecutionProvider"])
     return lambda: session.run(None, {"a": a, "b": b})
 

@@ -342,10 +342,10 @@ def _roofline(results: dict) -> list[Block]:
 
 def _peak_libraries(peak: dict) -> str:
     """Which library gave the peak and what the others reached (results of before: none)."""
-    others = peak.get("libraries")
-    if not others:
+    libraries = peak.get("libraries")
+    if not libraries:
         return ""
-    rates = ", ".join(f"{k} {v['gflops_best']:.0f}" for k, v in others.items())
+    rates = ", ".join(f"{k} {v['gflops_best']:.0f}" for k, v in libraries.items())
     return f", {peak['library']}'s; best of each library: {rates}"
 
 

@@ -49,7 +49,7 @@ def test_a_short_texture_run_lowers_the_loss_and_writes_everything(texture, tmp_
     extra = ("--iterations", "40", "--sample-every", "20", "--log-every", "1")
     assert main([*args, *fast(*extra)]) == 0
     # Single batches of 2 swing 10x from one step to the next (a row every 10 steps once failed
-    # CI): compare the first and last five steps, 10-25x apart over seeds 0-5.
+    # CI): compare the first and last five steps, 9-27x apart over seeds 0-5.
     curve = losses(run)
     assert len(curve) == 40 and np.mean(curve[-5:]) < 0.5 * np.mean(curve[:5])
     assert sorted(p.name for p in (run / "samples").iterdir()) == [
