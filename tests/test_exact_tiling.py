@@ -4,6 +4,7 @@ counter-based noise; instance norm falls back with its reason; the memory bound.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from conftest import settle
 from PIL import Image
@@ -102,6 +104,24 @@ def test_tiles_equal_the_whole_image_and_a_smaller_reach_does_not(model, sides):
         fine, before=fine.before - fine.align, after=fine.after - fine.align
     )
     worse = tiler.run(source, plan, height, width, fine=short)
+    assert np.abs(worse - expected).max() > 1e-3
+
+
+def test_a_circular_fine_part_pads_with_zeros_and_keeps_its_halo_over_the_whole_image(tiny_dir):
+    """The texture model's fine part has no Pad node (export/parts.py). A tile as large as the
+    image still reads its wrap-around halo: a window collapsed to the image would let the zero
+    padding in at the border."""
+    model = runtime.load(export_tiny(tiny_dir, "texture"))
+    fine = onnx.load(Path(model.source).with_suffix(".fine.onnx"))
+    ops = collections.Counter(n.op_type for n in fine.graph.node)
+    assert ops["Pad"] == 0 and ops["Conv"] > 0
+    height, width = 5 * M, 7 * M
+    whole, source = source_of(model, height, width)
+    expected = model.session.run(None, {model.contract.input_name: whole[None]})[0][0]
+    plan = Plan(height, width, height, width, height, width)
+    assert np.abs(model.tiler.run(source, plan, height, width) - expected).max() <= 1e-5
+    collapsed = dataclasses.replace(model.tiler.fine_reach, keeps_halo=False)
+    worse = model.tiler.run(source, plan, height, width, fine=collapsed)
     assert np.abs(worse - expected).max() > 1e-3
 
 

@@ -86,7 +86,7 @@ def test_pad_wrap_matches_the_slices_in_onnxruntime_on_trained_weights(tmp_path)
     dims[3] = torch.export.Dim("w", min=4, max=512)
     results, ops = {}, {}
     # the same folded weights both ways: only the padding differs
-    for name, module in {"slices": lean(block, wrap=False), "wrap": lean(block)}.items():
+    for name, module in {"slices": lean(block, "slices"), "wrap": lean(block)}.items():
         path = tmp_path / f"{name}.onnx"
         torch.onnx.export(
             module, (x,), path, dynamo=True, dynamic_shapes=({**dims},), verbose=False

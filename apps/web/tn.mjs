@@ -260,17 +260,23 @@ function crop(rgb, height, width, h, w) {
 const mod = (i, n) => ((i % n) + n) % n;
 
 // Reach.window of runtime/exact.py: the window [w0, w1) a run of [start, stop) on an axis of
-// `length` reads, on the reach's grid; the whole axis where it would cover it.
-function reachWindow([before, after, align], start, stop, length, wrap) {
+// `length` reads, on the reach's grid; the whole axis where it would cover it, unless it keeps
+// its halo (the fine part of a circular model is zero-padded: its own padding is not the image's).
+function reachWindow([before, after, align], start, stop, length, wrap, keepsHalo = false) {
   const w0 = Math.floor((start - before) / align) * align;
   const w1 = Math.ceil((stop + after) / align) * align;
+  if (wrap && keepsHalo) return [w0, w1];
   if (w1 - w0 >= length) return [0, length];
   return wrap ? [w0, w1] : [Math.max(w0, 0), Math.min(w1, length)];
 }
 
+// The fine part's window: with wrap-around it keeps its halo (ExactTiler.fine_reach).
+const fineWindow = (tiling, start, stop, length, wrap) =>
+  reachWindow(tiling.fine_reach, start, stop, length, wrap, wrap);
+
 // ExactTiler.windows: what a block's tiles read through the fine part, plus the coarse reach.
 function blockWindow(tiling, start, side, length, wrap) {
-  const fine = reachWindow(tiling.fine_reach, start, Math.min(start + side, length), length, wrap);
+  const fine = fineWindow(tiling, start, Math.min(start + side, length), length, wrap);
   return reachWindow(tiling.coarse_reach, ...fine, length, wrap);
 }
 
@@ -460,8 +466,8 @@ export class TextureNetwork {
         for (let ty = by; ty < Math.min(by + block, hp, height); ty += tile) {
           for (let tx = bx; tx < Math.min(bx + block, wp, width); tx += tile) {
             const [ty1, tx1] = [Math.min(ty + tile, hp), Math.min(tx + tile, wp)];
-            const wy = reachWindow(tiling.fine_reach, ty, ty1, hp, wrap);
-            const wx = reachWindow(tiling.fine_reach, tx, tx1, wp, wrap);
+            const wy = fineWindow(tiling, ty, ty1, hp, wrap);
+            const wx = fineWindow(tiling, tx, tx1, wp, wrap);
             // Window positions in the block's arrays (modulo: wrap-around).
             const ry = range(...wy).map((y) => mod(y - cy0, hp));
             const rx = range(...wx).map((v) => mod(v - cx0, wp));

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Literal
 
 import onnx
 import torch
@@ -19,6 +20,7 @@ from .parts import export_parts
 from .precision import to_fp16, to_int8
 
 OPSET = 20
+Circular = Literal["wrap", "slices", "zeros"]  # how lean() exports circular padding
 
 
 class WrapPad(nn.Module):
@@ -75,16 +77,23 @@ def _stable(norm: nn.Module) -> nn.Module | None:
     return None
 
 
-def lean(deployable: nn.Module, wrap: bool = True, joins: bool = True) -> nn.Module:
+def lean(deployable: nn.Module, circular: Circular = "wrap", joins: bool = True) -> nn.Module:
     """What the ONNX file holds: `deployable` with its batch norms folded (the Join's with
-    `joins`), its instance norms in two passes (`two_pass_instance_norm`) and, with `wrap`, its
-    circular padding as Pad(wrap); the same numbers within float32 rounding (tests/test_fold.py).
-    `deployable` itself is untouched: validation runs it."""
-    folded = fold_batch_norms(deployable, joins)
+    `joins`), its instance norms in two passes (`two_pass_instance_norm`) and its circular
+    padding as `circular` says: Pad(wrap), the generator's slices, or zeros inside the next
+    convolution (the fine tiling part, parts.py: only its border changes, which no tile keeps).
+    The same numbers within float32 rounding (tests/test_fold.py); `deployable` is untouched:
+    validation runs it."""
+    folded = fold_batch_norms(deployable, joins)  # before unpadding: the joins fold as circular
     for module in list(folded.modules()):
-        for name, child in module.named_children():
-            if wrap and isinstance(child, CircularPad):
+        children = list(module.named_children())
+        for i, (name, child) in enumerate(children):
+            if isinstance(child, CircularPad) and circular == "wrap":
                 setattr(module, name, WrapPad())
+            elif isinstance(child, CircularPad) and circular == "zeros":
+                conv = children[i + 1][1]
+                conv.padding = (conv.kernel_size[0] // 2, conv.kernel_size[1] // 2)
+                setattr(module, name, nn.Identity())
             elif (stable := _stable(child)) is not None:
                 setattr(module, name, stable)
     return folded
@@ -101,13 +110,16 @@ def export_onnx(
     shapes: dict | None = None,
     outputs: list[str] | None = None,
     metadata: dict[str, str] | None = None,
+    circular: Circular = "wrap",
 ) -> None:
     """Write `path` (fp32) with the contract (and `metadata`) in `metadata_props`;
     checker-validated. `deployable`: what runs, output clamped (Reference.deployable), taking
     and giving NCHW; the file holds it `lean`: batch norms folded (the Join's with `fold_joins`),
-    circular padding as Pad(wrap). `inputs` (name: example), `shapes` and `outputs` give another
-    signature than the contract's one input and output (the exact-tiling parts, parts.py)."""
-    proto = trace(deployable, contract, dynamic_batch, fold_joins, inputs, shapes, outputs)
+    circular padding as `circular` (lean). `inputs` (name: example), `shapes` and `outputs` give
+    another signature than the contract's one input and output (the exact-tiling parts, parts.py)."""
+    proto = trace(
+        deployable, contract, dynamic_batch, fold_joins, inputs, shapes, outputs, circular
+    )
     for key, value in (contract.to_metadata() | (metadata or {})).items():
         proto.metadata_props.add(key=key, value=value)
     proto.doc_string = contract.description
@@ -123,6 +135,7 @@ def trace(
     inputs: dict[str, torch.Tensor] | None,
     shapes: dict | None,
     outputs: list[str] | None,
+    circular: Circular = "wrap",
 ) -> onnx.ModelProto:
     """The graph of export_onnx, before its metadata: torch.export of the lean `deployable`. Of
     the contract only the signature counts (any size inside the bounds traces the same graph)."""
@@ -134,7 +147,7 @@ def trace(
     if dynamic_batch:  # a batch of 1 would be traced as a constant by the wrap padding
         inputs = {name: x.repeat(2, *[1] * (x.dim() - 1)) for name, x in inputs.items()}
     program = torch.onnx.export(
-        lean(deployable, joins=fold_joins),
+        lean(deployable, circular, joins=fold_joins),
         tuple(inputs.values()),
         dynamo=True,
         external_data=False,

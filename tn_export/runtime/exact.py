@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import onnxruntime as ort
@@ -42,19 +42,24 @@ Source = Callable[[np.ndarray, np.ndarray], np.ndarray]
 @dataclass(frozen=True)
 class Reach:
     """How far a part reads before and after a tile, in full-resolution pixels, and the grid
-    (`align` pixels) its windows start and end on."""
+    (`align` pixels) its windows start and end on. A wrap-around window that would cover its
+    axis is the axis itself, unless it `keeps_halo`: the part's own padding is then not the
+    image's (the zero-padded fine part of a circular model, export/parts.py)."""
 
     before: int
     after: int
     align: int
+    keeps_halo: bool = False
 
     def window(self, start: int, stop: int, length: int, wrap: bool) -> tuple[int, int]:
         """The window [w0, w1) of positions a tile [start, stop) of an axis of `length` reads:
-        the whole axis where it would cover it, else clipped at the border, or (`wrap`) taken
-        modulo `length`."""
+        the whole axis where it would cover it (unless it keeps its halo), else clipped at the
+        border, or (`wrap`) taken modulo `length`."""
         a = self.align
         w0 = (start - self.before) // a * a
         w1 = round_up(stop + self.after, a)
+        if wrap and self.keeps_halo:
+            return w0, w1
         if w1 - w0 >= length:
             return 0, length
         return (w0, w1) if wrap else (max(w0, 0), min(w1, length))
@@ -144,7 +149,8 @@ class Costs:
 def _side(inner: int, reach: Reach, length: int) -> int:
     """The longest window a run of `inner` pixels of an axis of `length` can read."""
     a = reach.align
-    return min(length, inner + round_up(reach.before, a) + round_up(reach.after, a) + a)
+    side = inner + round_up(reach.before, a) + round_up(reach.after, a) + a
+    return side if reach.keeps_halo else min(length, side)
 
 
 def _covered(length: int, step: int, side: Callable[[int], int]) -> int:
@@ -225,9 +231,10 @@ def least_budget(
 
 
 class ExactTiler:
-    """The two exported parts of a model in onnxruntime sessions, with their reaches. The fine
-    part's arena is kept from tile to tile: giving it back after each run (arena shrinkage) made
-    a 4096x4096 texture both slower (68 s against 52) and higher (260 MiB peak against 233)."""
+    """The two exported parts of a model in onnxruntime sessions, with their reaches (the fine
+    part's keeps its halo where the image wraps around: Reach). The fine part's arena is kept
+    from tile to tile: giving it back after each run (arena shrinkage) made a 4096x4096 texture
+    both slower (68 s against 52) and higher (260 MiB peak against 233)."""
 
     def __init__(
         self,
@@ -240,7 +247,8 @@ class ExactTiler:
     ) -> None:
         self.coarse, self.fine = coarse, fine
         self.split, self.wrap, self.input_name = split, wrap, input_name
-        self.coarse_reach, self.fine_reach = reaches(scales, split)
+        self.coarse_reach, fine = reaches(scales, split)
+        self.fine_reach = replace(fine, keeps_halo=wrap)
 
     @property
     def reaches(self) -> tuple[Reach, Reach]:
