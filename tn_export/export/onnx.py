@@ -116,7 +116,7 @@ def export_onnx(
     checker-validated. `deployable`: what runs, output clamped (Reference.deployable), taking
     and giving NCHW; the file holds it `lean`: batch norms folded (the Join's with `fold_joins`),
     circular padding as `circular` (lean). `inputs` (name: example), `shapes` and `outputs` give
-    another signature than the contract's one input and output (the exact-tiling parts, parts.py)."""
+    another signature than the contract's one input and output (the tiling parts, parts.py)."""
     proto = trace(
         deployable, contract, dynamic_batch, fold_joins, inputs, shapes, outputs, circular
     )
