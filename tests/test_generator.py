@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.nn import functional as F
 
 from tn_export.generator import PyramidGenerator
 
@@ -44,8 +45,10 @@ def test_wrong_channel_count_is_a_clear_error():
 def test_each_scale_receives_unit_variance_noise():
     g = PyramidGenerator()
     x = torch.randn(4, 3, 512, 512)
+    pooled = g._pooled(x, 1, 1, g.ratios[0])
     for r in g.ratios:
-        scaled = g._scale_input(x, r)
+        assert torch.allclose(pooled[r], F.avg_pool2d(x, r), atol=1e-6)  # chained 2x2 means
+        scaled = g._scale_input(pooled[r], r)
         assert scaled.shape[-1] == 512 // r
         assert scaled.std().item() == pytest.approx(1.0, rel=0.1)
 
