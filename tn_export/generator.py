@@ -195,8 +195,8 @@ class PyramidGenerator(nn.Module):
     def _pooled(self, x: torch.Tensor, given: int, finest: int, coarsest: int) -> dict:
         """{ratio: the input average-pooled by ratio} for the ratios from `finest` to `coarsest`,
         from `x`, the input pooled by `given`. Each is the 2x2 mean of the next finer one:
-        onnxruntime's AveragePool is no faster for a 32x32 kernel than for 2x2, and five
-        pools of the whole input took 12 ms of the bundled model's 180 at 512x512."""
+        onnxruntime's AveragePool is no faster for a 32x32 kernel than for 2x2: five pools of the
+        whole input took 10.5 ms of the bundled model's 186 at 512x512, chained 2.5 ms."""
         pooled, ratio = {}, given
         while True:
             if ratio >= finest:
