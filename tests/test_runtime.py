@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import textwrap
@@ -23,6 +24,7 @@ from tn_export import runtime
 from tn_export.contract import ModelContract
 from tn_export.errors import UserError
 from tn_export.images import load_image
+from tn_export.runtime import model as model_module
 from tn_export.runtime import tiling
 
 MULTIPLE = 4  # PyramidGenerator(scales=3): pooling ratios 4, 2, 1
@@ -291,6 +293,54 @@ def conv_style_onnx(path: Path) -> Path:
     helper.set_model_props(model, ModelContract(mode="style", padding="zero").to_metadata())
     onnx.save(model, path)
     return path
+
+
+def test_whole_model_sessions_share_one_arena_sized_by_max_memory(texture_path):
+    """Low-memory loads run in the process's shared arena (session.share_arena), whose first
+    region holds the largest whole run `max_memory` allows, at most the default bound's."""
+    assert model_module.arena_region(model_module.DEFAULT_MAX_MEMORY) == 216 * 10**6
+    assert model_module.arena_region(math.inf) == 216 * 10**6
+    assert model_module.arena_region(64 * 10**6) == 24 * 10**6
+    assert model_module.arena_region(model_module.FIXED_BYTES) is None
+    shared = runtime.load(texture_path).session.get_session_options()
+    assert shared.get_session_config_entry("session.use_env_allocators") == "1"
+    own = runtime.load(texture_path, low_memory=False).session.get_session_options()
+    with pytest.raises(Exception, match="does not have configuration"):
+        own.get_session_config_entry("session.use_env_allocators")
+    with pytest.raises(UserError, match="max_memory must be a positive number of bytes"):
+        runtime.load(texture_path, max_memory="lots")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads Linux's /proc/self/status")
+def test_the_shared_arena_lowers_a_whole_image_peak_in_a_real_process(texture_path):
+    """A 1024x1024 texture made whole peaks lower in the shared arena than in onnxruntime's own
+    (which grows from 1 MiB in doubling regions the full-size maps cannot reuse); each in a
+    fresh process, over its memory after the imports."""
+
+    def peak(shared: bool) -> int:
+        code = textwrap.dedent(f"""
+            import math
+            from tn_export import runtime
+            from tn_export.runtime import model
+
+            def hwm():  # this process's peak resident memory
+                line = next(x for x in open("/proc/self/status") if x.startswith("VmHWM"))
+                return int(line.split()[1]) * 1024
+
+            if not {shared}:
+                model.arena_region = lambda max_memory: None
+            before = hwm()
+            texture = runtime.load({str(texture_path)!r}, threads=2, max_memory=math.inf)
+            texture.synthesize(1024, 1024, seed=0)
+            print(hwm() - before)
+        """)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        return int(out.stdout.split()[-1])
+
+    shared, own = peak(True), peak(False)
+    print(f"peak over imports at 1024x1024: shared arena {shared >> 20} MiB, own {own >> 20} MiB")
+    assert shared <= 0.9 * own
 
 
 def test_tiled_4096_photo_stays_within_the_stated_memory_bound(tmp_path):

@@ -47,9 +47,26 @@ DEFAULT_MAX_MEMORY = 256 * 10**6  # bytes: what a phone app can spend on one ima
 # arena stays allocated while its block's tiles run (model.costs, exact.plan).
 RUN_FACTOR = 1.2
 FINE_FACTOR = 0.8
-# The three sessions and the load check (measured: 25 MB), and allocator slack.
+# The three sessions and the load check (measured: 25 MB, about 31 MB with the shared arena's
+# bookkeeping: session.share_arena), and allocator slack.
 FIXED_BYTES = 40 * 10**6
 TEXTURE_IMAGE_BYTES = 4  # per pixel beside a texture's run: the Pillow RGB output (4 bytes)
+
+
+def check_max_memory(max_memory: float) -> float:
+    """`max_memory` if it is a positive number of bytes (math.inf: no bound), else a UserError."""
+    number = isinstance(max_memory, int | float) and not isinstance(max_memory, bool)
+    if not number or not max_memory > 0:
+        raise UserError(f"max_memory must be a positive number of bytes, not {max_memory!r}")
+    return max_memory
+
+
+def arena_region(max_memory: float) -> int | None:
+    """The first region of the shared arena (session.share_arena) for runs under `max_memory`:
+    the largest whole run it allows, at most the default bound's (an unbounded run would make
+    the region's bookkeeping, 1/32 of it, larger than a small image's maps); None if too small."""
+    region = min(max_memory, DEFAULT_MAX_MEMORY) - FIXED_BYTES
+    return int(region) if region >= 2**20 else None
 
 
 class Model:
@@ -72,13 +89,7 @@ class Model:
         self.source = source
         self.tiler = tiler
         self.tiling_note = tiling_note  # why large images are not tiled exactly, if they are not
-        if (
-            isinstance(max_memory, bool)
-            or not isinstance(max_memory, int | float)
-            or not (max_memory > 0)
-        ):
-            raise UserError(f"max_memory must be a positive number of bytes, not {max_memory!r}")
-        self.max_memory = max_memory
+        self.max_memory = check_max_memory(max_memory)
         m = contract.size_multiple
         if isinstance(tile_pixels, bool) or not isinstance(tile_pixels, int | np.integer):
             raise UserError(f"tile budget must be a whole number of pixels, not {tile_pixels!r}")
@@ -397,7 +408,8 @@ def load(
     (exact.py) where the model has its tiling parts beside it.
     """
     path = Path(path)
-    session = open_session(path, providers, threads, low_memory)
+    region = arena_region(check_max_memory(max_memory)) if low_memory else None
+    session = open_session(path, providers, threads, low_memory, shared_region=region)
     contract = ModelContract.from_metadata(
         session.get_modelmeta().custom_metadata_map, f"model {path}"
     )
