@@ -403,7 +403,8 @@ def load(
     `providers`: onnxruntime execution providers in order of preference (default: all local
     ones available); `threads`: intra-op threads (default: onnxruntime's choice); `tile_pixels`:
     the largest tile `stylize` runs at once where a model cannot be tiled exactly; `low_memory`:
-    no memory patterns and no NCHWc layout (about 40 % less memory, up to 8 % slower);
+    no memory patterns, no NCHWc layout and the shared arena (session.share_arena; about half
+    the memory, up to 8 % slower);
     `max_memory`: bytes a texture or photo may take, above which it runs in exact tiles
     (exact.py) where the model has its tiling parts beside it.
     """
