@@ -48,24 +48,24 @@ def session_options(threads: int | None = None, low_memory: bool = True) -> ort.
 # bundled model's live tensors peak at 96 MiB but its arena touches 155 MiB. One arena whose first
 # region holds the largest whole run lets best fit place every map of a run in that region.
 _arena_lock = threading.Lock()
-_arena_region: int | None = None  # bytes, once registered for this process
+_arena_registered = False
 
 
-def share_arena(first_region: int) -> int:
-    """Register, once per process, the CPU arena that the runtime's whole-model sessions share
-    (onnxruntime's environment allocator); its first region is `first_region` bytes (the first
-    call's: later calls keep it, an arena cannot be resized). Returns the region in use.
-    The region's bookkeeping takes 1/32 of its size, resident from its first allocation."""
-    global _arena_region
+def share_arena(first_region: int) -> None:
+    """Register, once per process, the CPU arena the runtime's whole-model sessions share
+    (onnxruntime's environment allocator), its first region `first_region` bytes: the first
+    call's, as an arena cannot be resized. The region's bookkeeping takes 1/32 of its size,
+    resident from its first allocation."""
+    global _arena_registered
     with _arena_lock:
-        if _arena_region is None:
+        if not _arena_registered:
             cpu = ort.OrtMemoryInfo(
                 "Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT
             )
+            # Strategy 0 (next power of two): a run that outgrows the region gets doubling ones.
             config = {"arena_extend_strategy": 0, "initial_chunk_size_bytes": int(first_region)}
             ort.create_and_register_allocator(cpu, ort.OrtArenaCfg(config))
-            _arena_region = int(first_region)
-        return _arena_region
+            _arena_registered = True
 
 
 def choose_providers(requested: Sequence[str] | None) -> list[str]:
