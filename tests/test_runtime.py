@@ -311,7 +311,9 @@ def test_whole_model_sessions_share_one_arena_sized_by_max_memory(texture_path):
         runtime.load(texture_path, max_memory="lots")
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads Linux's /proc/self/status")
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="the peak is Linux's VmHWM, measured with glibc"
+)
 def test_the_shared_arena_lowers_a_whole_image_peak_in_a_real_process(texture_path):
     """A 1024x1024 texture made whole peaks lower in the shared arena than in onnxruntime's own
     (which grows from 1 MiB in doubling regions the full-size maps cannot reuse); each in a
@@ -320,19 +322,16 @@ def test_the_shared_arena_lowers_a_whole_image_peak_in_a_real_process(texture_pa
     def peak(shared: bool) -> int:
         code = textwrap.dedent(f"""
             import math
+            from benchmarks.isolated import peak_rss_bytes
             from tn_export import runtime
             from tn_export.runtime import model
 
-            def hwm():  # this process's peak resident memory
-                line = next(x for x in open("/proc/self/status") if x.startswith("VmHWM"))
-                return int(line.split()[1]) * 1024
-
             if not {shared}:
                 model.arena_region = lambda max_memory: None
-            before = hwm()
+            before = peak_rss_bytes()
             texture = runtime.load({str(texture_path)!r}, threads=2, max_memory=math.inf)
             texture.synthesize(1024, 1024, seed=0)
-            print(hwm() - before)
+            print(peak_rss_bytes() - before)
         """)
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         assert out.returncode == 0, out.stderr
